@@ -1,0 +1,114 @@
+"""Admin routes: an operator or CI asks for a refresh and gets the per-runtime result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .admin_auth import AdminTokens, bearer_token
+from .errors import AdminTokenError, EngineUnavailable, UnknownRuntime
+from .refresh import RefreshService
+
+MAX_BODY = 64 * 1024
+_FIELDS = {"runtimes", "recreate", "force"}
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    """A validated admin refresh request."""
+
+    runtimes: list[str] | None = None
+    recreate: bool = True
+    force: bool = False
+
+
+def parse_refresh_request(body: bytes) -> RefreshRequest:
+    """Parse the optional JSON body; raise ValueError with a message for the caller."""
+    if not body.strip():
+        return RefreshRequest()
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+    runtimes = data.get("runtimes")
+    if runtimes is not None and (
+        not isinstance(runtimes, list) or not all(isinstance(item, str) for item in runtimes)
+    ):
+        raise ValueError("runtimes must be a list of runtime names")
+    for key in ("recreate", "force"):
+        if key in data and not isinstance(data[key], bool):
+            raise ValueError(f"{key} must be true or false")
+    return RefreshRequest(
+        runtimes=runtimes,
+        recreate=data.get("recreate", True),
+        force=data.get("force", False),
+    )
+
+
+def error(status: int, message: str, **headers: str) -> JSONResponse:
+    """A JSON error answer."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def authorize(request: Request, tokens: AdminTokens | None) -> JSONResponse | None:
+    """None when the request carries a valid admin token, else the answer to send."""
+    if tokens is None:
+        return error(503, "admin routes are disabled: ADMIN_SECRET_KEY is not set")
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        return error(401, "admin token required", **{"WWW-Authenticate": "Bearer"})
+    try:
+        tokens.verify(token)
+    except AdminTokenError as exc:
+        return error(401, str(exc), **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return None
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows past `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def routes(service: RefreshService, tokens: AdminTokens | None) -> list[Route]:
+    """The admin routes, bound to a refresh service and the admin token verifier."""
+
+    async def refresh(request: Request) -> JSONResponse:
+        denied = authorize(request, tokens)
+        if denied is not None:
+            return denied
+        body = await read_capped(request, MAX_BODY)
+        if body is None:
+            return error(413, f"body larger than {MAX_BODY} bytes")
+        try:
+            wanted = parse_refresh_request(body)
+            runtimes = service.check_runtimes(wanted.runtimes)
+        except (ValueError, UnknownRuntime) as exc:
+            return error(400, str(exc))
+        try:
+            result = await to_thread.run_sync(
+                lambda: service.refresh(runtimes, recreate=wanted.recreate, force=wanted.force)
+            )
+        except EngineUnavailable as exc:
+            return error(500, str(exc))
+        return JSONResponse(result.as_json())
+
+    return [Route("/admin/workspace-images/refresh", refresh, methods=["POST"])]

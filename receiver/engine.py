@@ -1,0 +1,65 @@
+"""The container-engine interface the core depends on, and the values that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .imageref import ImageRef
+
+# Raw engine JSON (container or image inspect) as the Engine API returns it.
+Inspect = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Image:
+    """A local image: its id, the registry digests it is known by, and its config."""
+
+    id: str
+    repo_digests: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """A container create request: the body for POST /containers/create and what follows."""
+
+    name: str
+    body: Mapping[str, Any]
+    # Networks the engine cannot take at create time (API < 1.44): connected before start.
+    extra_networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What the receiver needs from a container engine; raises EngineError subclasses."""
+
+    def ping(self) -> None:
+        """Return if the engine answers, else raise EngineUnavailable."""
+
+    def pull(self, ref: ImageRef) -> Image:
+        """Pull `ref` and return the pulled image; raise PullError on any failure."""
+
+    def image(self, ref_or_id: str) -> Image | None:
+        """Inspect a local image, or None when there is none."""
+
+    def list_containers(self, prefix: str) -> list[Inspect]:
+        """Inspect every container (running or not) whose name may start with `prefix`."""
+
+    def inspect_container(self, container_id: str) -> Inspect | None:
+        """Inspect one container, or None when it no longer exists."""
+
+    def create_container(self, spec: CreateSpec) -> str:
+        """Create a container (not started) from `spec`, connect its extra networks; its id."""
+
+    def rename(self, container_id: str, name: str) -> None:
+        """Rename a container."""
+
+    def start(self, container_id: str) -> None:
+        """Start a container."""
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        """Stop a container, killing it after `timeout` seconds."""
+
+    def remove(self, container_id: str, *, force: bool = False) -> None:
+        """Remove a container, always keeping its volumes."""

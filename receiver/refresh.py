@@ -1,0 +1,195 @@
+"""Pull each runtime's image and swap the containers that run an older one."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import imageref
+from .config import Config
+from .engine import Engine, Image, Inspect
+from .errors import EngineError, SwapError, UnknownRuntime
+from .swap import Swapper, is_aside
+
+log = logging.getLogger(__name__)
+
+# Pulls of different runtimes overlap, but not without bound: each is a registry download.
+_MAX_PARALLEL_RUNTIMES = 4
+
+
+@dataclass
+class RefreshResult:
+    """What a refresh did: pulls per runtime, swaps per container, each failure with its reason."""
+
+    pulled: list[str] = field(default_factory=list)
+    recreated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failed
+
+    def merge(self, other: RefreshResult) -> None:
+        """Add another result's entries to this one."""
+        self.pulled += other.pulled
+        self.recreated += other.recreated
+        self.unchanged += other.unchanged
+        self.failed.update(other.failed)
+        self.digests.update(other.digests)
+
+    def as_json(self) -> dict[str, Any]:
+        """The contract's JSON shape, lists sorted so answers are stable."""
+        return {
+            "pulled": sorted(self.pulled),
+            "recreated": sorted(self.recreated),
+            "unchanged": sorted(self.unchanged),
+            "failed": dict(sorted(self.failed.items())),
+            "digests": dict(sorted(self.digests.items())),
+        }
+
+
+def container_name(container: Inspect) -> str:
+    """A container's name without the engine's leading slash."""
+    return str(container.get("Name", "")).lstrip("/")
+
+
+def matches(container: Inspect, prefix: str, ref: imageref.ImageRef) -> bool:
+    """Tell whether a container is a workspace of the runtime whose image is `ref`."""
+    name = container_name(container)
+    if not name.startswith(prefix) or is_aside(name):
+        return False
+    configured = imageref.try_parse(str((container.get("Config") or {}).get("Image") or ""))
+    return configured == ref
+
+
+class RefreshService:
+    """Refreshes runtimes: pull, match containers, swap the stale ones. Thread-safe."""
+
+    def __init__(self, config: Config, engine: Engine, swapper: Swapper | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.swapper = swapper or Swapper(engine, config.swap)
+        self._locks = {runtime: threading.Lock() for runtime in config.runtimes}
+
+    def check_runtimes(self, runtimes: Iterable[str] | None) -> list[str]:
+        """The runtimes to refresh (all when None); raise UnknownRuntime for a stranger."""
+        if runtimes is None:
+            return list(self.config.runtimes)
+        names = list(dict.fromkeys(runtimes))
+        unknown = [name for name in names if name not in self._locks]
+        if unknown:
+            raise UnknownRuntime(f"unknown runtime(s): {', '.join(unknown)}", runtime=unknown[0])
+        return names
+
+    def refresh(
+        self, runtimes: Sequence[str] | None = None, *, recreate: bool = True, force: bool = False
+    ) -> RefreshResult:
+        """Refresh the runtimes; one runtime's failure never stops another.
+
+        Raises EngineUnavailable when containers cannot be listed at all.
+        """
+        names = self.check_runtimes(runtimes)
+        containers = self.engine.list_containers(self.config.container_prefix) if recreate else []
+        result = RefreshResult()
+        if not names:
+            return result
+        workers = min(len(names), _MAX_PARALLEL_RUNTIMES)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+            outcomes = pool.map(
+                lambda runtime: self.refresh_runtime(
+                    runtime, recreate=recreate, force=force, containers=containers
+                ),
+                names,
+            )
+            for outcome in outcomes:
+                result.merge(outcome)
+        return result
+
+    def refresh_runtime(
+        self,
+        runtime: str,
+        *,
+        recreate: bool = True,
+        force: bool = False,
+        containers: Sequence[Inspect] | None = None,
+    ) -> RefreshResult:
+        """Refresh one runtime; failures are reported in the result, never raised.
+
+        Raises EngineUnavailable only when `containers` is None and listing them fails.
+        """
+        self.check_runtimes([runtime])
+        with self._locks[runtime]:
+            ref = self.config.image_for(runtime)
+            result = RefreshResult()
+            try:
+                image = self.engine.pull(ref)
+            except EngineError as exc:
+                log.warning("runtime %s: %s", runtime, exc)
+                result.failed[runtime] = str(exc)
+                return result
+            result.pulled.append(runtime)
+            digest = imageref.digest_for(list(image.repo_digests), ref)
+            if digest:
+                result.digests[runtime] = digest
+            log.info("runtime %s: pulled %s (%s)", runtime, ref, digest or image.id)
+            if recreate:
+                if containers is None:
+                    containers = self.engine.list_containers(self.config.container_prefix)
+                mine = [c for c in containers if matches(c, self.config.container_prefix, ref)]
+                self._recreate(runtime, mine, image, str(ref), force, result)
+            return result
+
+    def _recreate(
+        self,
+        runtime: str,
+        containers: list[Inspect],
+        image: Image,
+        ref: str,
+        force: bool,
+        result: RefreshResult,
+    ) -> None:
+        stale = [c for c in containers if force or c.get("Image") != image.id]
+        result.unchanged += [container_name(c) for c in containers if c not in stale]
+        if not stale:
+            return
+        log.info("runtime %s: recreating %d container(s) on %s", runtime, len(stale), image.id[:19])
+        old_configs: dict[str, Any] = {}
+        lock = threading.Lock()
+
+        def swap_one(container: Inspect) -> None:
+            name = container_name(container)
+            fresh = self.engine.inspect_container(str(container["Id"]))
+            if fresh is None:
+                log.info("runtime %s: %s vanished before its swap; skipped", runtime, name)
+                return
+            if not force and fresh.get("Image") == image.id:
+                with lock:
+                    result.unchanged.append(name)
+                return
+            old_image_id = str(fresh.get("Image"))
+            with lock:
+                if old_image_id not in old_configs:
+                    old = self.engine.image(old_image_id)
+                    old_configs[old_image_id] = old.config if old is not None else None
+                old_config = old_configs[old_image_id]
+            try:
+                self.swapper.swap(fresh, old_config, ref)
+            except (SwapError, EngineError) as exc:
+                log.error("runtime %s: recreate %s failed: %s", runtime, name, exc)
+                with lock:
+                    result.failed[name] = str(exc)
+                return
+            log.info("runtime %s: recreated %s", runtime, name)
+            with lock:
+                result.recreated.append(name)
+
+        workers = min(len(stale), self.config.swap.parallelism)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"swap-{runtime}") as pool:
+            list(pool.map(swap_one, stale))
