@@ -1,0 +1,167 @@
+"""Recording fakes of the receiver's own interfaces."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from receiver.engine import CreateSpec, Image, Inspect
+from receiver.errors import EngineError, EngineUnavailable, PullError
+from receiver.imageref import ImageRef
+
+_ids = itertools.count(1)
+
+
+def new_id() -> str:
+    """A fresh 64-hex container id."""
+    return f"{next(_ids):064x}"
+
+
+def container(
+    name: str,
+    image_ref: str,
+    image_id: str,
+    *,
+    running: bool = True,
+    env: list[str] | None = None,
+    cid: str | None = None,
+) -> dict[str, Any]:
+    """A minimal container inspect like the engine's."""
+    cid = cid or new_id()
+    return {
+        "Id": cid,
+        "Name": f"/{name}",
+        "Image": image_id,
+        "Config": {"Image": image_ref, "Hostname": cid[:12], "Env": env or [], "Cmd": ["sleep"]},
+        "HostConfig": {"NetworkMode": "none"},
+        "NetworkSettings": {"Networks": {"none": {}}},
+        "Mounts": [],
+        "State": {"Running": running, "Restarting": False, "ExitCode": 0},
+    }
+
+
+class FakeEngine:
+    """An in-memory engine that records every call; `fail` makes named operations raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.registry: dict[str, Image] = {}
+        self.images: dict[str, Image] = {}
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.fail: dict[str, Exception] = {}
+        self.fail_pull: dict[str, Exception] = {}
+        self.start_state: dict[str, Any] = {"Running": True, "Restarting": False}
+        self._lock = threading.Lock()
+
+    def add(self, inspect: dict[str, Any]) -> str:
+        self.containers[inspect["Id"]] = inspect
+        return str(inspect["Id"])
+
+    def publish(
+        self, ref: str, image_id: str, digest: str, config: Mapping[str, Any] | None = None
+    ) -> Image:
+        image = Image(
+            id=image_id, repo_digests=(f"{ref.rsplit(':', 1)[0]}@{digest}",), config=config or {}
+        )
+        self.registry[ref] = image
+        return image
+
+    def by_name(self, name: str) -> dict[str, Any] | None:
+        return next((c for c in self.containers.values() if c["Name"] == f"/{name}"), None)
+
+    def _record(self, *call: str) -> None:
+        with self._lock:
+            self.calls.append(call)
+        if call[0] in self.fail:
+            raise self.fail[call[0]]
+
+    def ping(self) -> None:
+        self._record("ping")
+
+    def pull(self, ref: ImageRef) -> Image:
+        self._record("pull", str(ref))
+        if str(ref) in self.fail_pull:
+            raise self.fail_pull[str(ref)]
+        if str(ref) not in self.registry:
+            raise PullError(f"pull {ref} failed: manifest unknown")
+        image = self.registry[str(ref)]
+        self.images[image.id] = image
+        self.images[str(ref)] = image
+        return image
+
+    def image(self, ref_or_id: str) -> Image | None:
+        self._record("image", ref_or_id)
+        return self.images.get(ref_or_id)
+
+    def list_containers(self, prefix: str) -> list[Inspect]:
+        self._record("list", prefix)
+        return [copy.deepcopy(c) for c in self.containers.values() if prefix in c["Name"]]
+
+    def inspect_container(self, container_id: str) -> Inspect | None:
+        self._record("inspect", container_id)
+        found = self.containers.get(container_id)
+        return copy.deepcopy(found) if found is not None else None
+
+    def create_container(self, spec: CreateSpec) -> str:
+        self._record("create", spec.name)
+        if self.by_name(spec.name) is not None:
+            raise EngineError(f"Conflict. The container name /{spec.name} is already in use")
+        image = self.images.get(spec.body["Image"])
+        cid = new_id()
+        self.containers[cid] = {
+            "Id": cid,
+            "Name": f"/{spec.name}",
+            "Image": image.id if image else "missing",
+            "Config": {
+                k: v for k, v in spec.body.items() if k not in ("HostConfig", "NetworkingConfig")
+            },
+            "HostConfig": spec.body.get("HostConfig", {}),
+            "spec": spec,
+            "State": {"Running": False, "Restarting": False, "ExitCode": 0},
+        }
+        return cid
+
+    def rename(self, container_id: str, name: str) -> None:
+        self._record("rename", container_id, name)
+        if self.by_name(name) is not None:
+            raise EngineError(f"Conflict. The container name /{name} is already in use")
+        self.containers[container_id]["Name"] = f"/{name}"
+
+    def start(self, container_id: str) -> None:
+        self._record("start", container_id)
+        self.containers[container_id]["State"] = dict(self.start_state)
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        self._record("stop", container_id, str(timeout))
+        self.containers[container_id]["State"] = {
+            "Running": False,
+            "Restarting": False,
+            "ExitCode": 0,
+        }
+
+    def remove(self, container_id: str, *, force: bool = False) -> None:
+        self._record("remove", container_id, "force" if force else "keep")
+        del self.containers[container_id]
+
+    def ops(self) -> list[str]:
+        """Just the operation names, in order, without reads."""
+        return [c[0] for c in self.calls if c[0] not in ("inspect", "image", "list", "ping")]
+
+
+class FakeClock:
+    """A clock whose sleep advances time instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+__all__ = ["EngineError", "EngineUnavailable", "FakeClock", "FakeEngine", "PullError", "container"]

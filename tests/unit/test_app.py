@@ -1,0 +1,144 @@
+"""The HTTP surface: health, readiness and the admin refresh route, as the contract says."""
+
+from __future__ import annotations
+
+import pytest
+
+from receiver import config
+from receiver.admin_auth import AdminTokens
+from receiver.app import create_app
+from receiver.errors import EngineUnavailable
+from receiver.refresh import RefreshService
+from receiver.swap import Clock, Swapper
+
+from .asgi import AppClient
+from .fakes import FakeClock, FakeEngine, container
+
+REF = "ghcr.io/org/workspace-template-a:latest"
+OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
+DIGEST = "sha256:" + "2" * 64
+PATH = "/admin/workspace-images/refresh"
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    engine = FakeEngine()
+    engine.publish(REF, NEW, DIGEST)
+    engine.add(container("ws-1", REF, OLD))
+    return engine
+
+
+def client_for(engine: FakeEngine, keys: tuple[str, ...] = ("key",)) -> AppClient:
+    settings = config.load(
+        {"RUNTIMES": "a,b", "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest"}
+    )
+    clock = FakeClock()
+    service = RefreshService(
+        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
+    )
+    return AppClient(create_app(engine, service, AdminTokens(keys) if keys else None))
+
+
+@pytest.fixture
+def client(engine: FakeEngine) -> AppClient:
+    return client_for(engine)
+
+
+def auth(key: str = "key") -> dict[str, str]:
+    return {"Authorization": f"Bearer {AdminTokens([key]).mint()}"}
+
+
+def test_refresh_answers_the_per_runtime_result(client: AppClient, engine: FakeEngine) -> None:
+    """A valid token and body refreshes and answers pulled/recreated/failed."""
+    response = client.post(PATH, json={"runtimes": ["a"]}, headers=auth())
+    assert response.status_code == 200
+    assert response.json() == {
+        "pulled": ["a"],
+        "recreated": ["ws-1"],
+        "unchanged": [],
+        "failed": {},
+        "digests": {"a": DIGEST},
+    }
+    replacement = engine.by_name("ws-1")
+    assert replacement is not None
+    assert replacement["Image"] == NEW
+
+
+def test_empty_body_refreshes_every_runtime_with_soft_fail(client: AppClient) -> None:
+    """No body means all runtimes; a runtime whose pull fails still gives 200."""
+    response = client.post(PATH, headers=auth())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["pulled"] == ["a"]
+    assert list(body["failed"]) == ["b"]
+
+
+def test_no_key_configured_refuses_with_503(engine: FakeEngine) -> None:
+    """Without ADMIN_SECRET_KEY the route is closed, not open."""
+    response = client_for(engine, keys=()).post(PATH, headers=auth())
+    assert response.status_code == 503
+    assert engine.ops() == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic a2V5"}, auth("other-key")],
+)
+def test_missing_or_bad_token_is_401(
+    client: AppClient, engine: FakeEngine, headers: dict[str, str]
+) -> None:
+    """Anything but a valid token is 401 with a Bearer challenge, and nothing is done."""
+    response = client.post(PATH, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert engine.ops() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"runtimes": ["evil"]}', "unknown runtime(s): evil"),
+        (b'{"runtimes": "a"}', "runtimes must be a list"),
+        (b'{"force": "yes"}', "force must be true or false"),
+        (b'{"forse": true}', "unknown field(s): forse"),
+        (b"[1]", "must be a JSON object"),
+        (b"{", "not valid JSON"),
+    ],
+)
+def test_bad_bodies_are_400(
+    client: AppClient, engine: FakeEngine, body: bytes, message: str
+) -> None:
+    """Malformed requests and unknown runtimes are 400 with a reason, and nothing is pulled."""
+    response = client.post(PATH, content=body, headers=auth())
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert engine.ops() == []
+
+
+def test_oversized_body_is_413(client: AppClient) -> None:
+    """A body over the cap is refused."""
+    response = client.post(PATH, content=b" " * (64 * 1024 + 1), headers=auth())
+    assert response.status_code == 413
+
+
+def test_listing_failure_is_500(client: AppClient, engine: FakeEngine) -> None:
+    """When containers cannot be listed at all the answer is 500."""
+    engine.fail["list"] = EngineUnavailable("cannot list containers: engine down")
+    response = client.post(PATH, headers=auth())
+    assert response.status_code == 500
+    assert "engine down" in response.json()["error"]
+
+
+def test_health_and_readiness(client: AppClient, engine: FakeEngine) -> None:
+    """healthz is always up; readyz follows the engine."""
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    engine.fail["ping"] = EngineUnavailable("engine down")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+def test_wrong_method_is_405(client: AppClient) -> None:
+    """GET on the refresh route is not allowed."""
+    assert client.get(PATH).status_code == 405

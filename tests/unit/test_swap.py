@@ -1,0 +1,132 @@
+"""The swap: set the old container aside, prove the new one, restore the old on any failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from receiver.config import SwapSettings
+from receiver.errors import EngineError, SwapError
+from receiver.imageref import parse
+from receiver.swap import Clock, Swapper, aside_name, is_aside
+
+from .fakes import FakeClock, FakeEngine, container
+
+REF = "ghcr.io/org/workspace-template-a:latest"
+OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
+
+
+def setup(running: bool = True, **settings: Any) -> tuple[FakeEngine, Swapper, str]:
+    engine = FakeEngine()
+    engine.publish(REF, NEW, "sha256:" + "2" * 64)
+    engine.pull(parse(REF))
+    cid = engine.add(container("ws-1", REF, OLD, running=running))
+    clock = FakeClock()
+    swapper = Swapper(engine, SwapSettings(**settings), Clock(clock.monotonic, clock.sleep))
+    engine.calls.clear()
+    return engine, swapper, cid
+
+
+def test_successful_swap_order() -> None:
+    """Rename aside, create, stop old, start new, then remove old (volumes kept)."""
+    engine, swapper, old = setup()
+    new = swapper.swap(engine.containers[old], {}, REF)
+    assert engine.ops() == ["rename", "create", "stop", "start", "remove"]
+    assert ("rename", old, "ws-1-receiver-aside") in engine.calls
+    assert ("remove", old, "keep") in engine.calls
+    assert engine.containers[new]["Name"] == "/ws-1"
+    assert engine.containers[new]["State"]["Running"] is True
+
+
+def test_stopped_container_is_recreated_stopped() -> None:
+    """A stopped container's replacement is created but never started."""
+    engine, swapper, old = setup(running=False)
+    new = swapper.swap(engine.containers[old], {}, REF)
+    assert "start" not in engine.ops()
+    assert "stop" not in engine.ops()
+    assert engine.containers[new]["State"]["Running"] is False
+
+
+def test_create_failure_restores_the_old_container() -> None:
+    """If create fails, the old container gets its name back and keeps running."""
+    engine, swapper, old = setup()
+    engine.fail["create"] = EngineError("no such image")
+    with pytest.raises(SwapError) as caught:
+        swapper.swap(engine.containers[old], {}, REF)
+    assert caught.value.restored is True
+    assert caught.value.container == "ws-1"
+    assert engine.containers[old]["Name"] == "/ws-1"
+    assert engine.containers[old]["State"]["Running"] is True
+    assert list(engine.containers) == [old]
+
+
+def test_new_container_exiting_restores_and_restarts_the_old() -> None:
+    """A replacement that stops during the grace period is removed; the old one runs again."""
+    engine, swapper, old = setup(grace_seconds=2)
+    engine.start_state = {"Running": False, "Restarting": False, "ExitCode": 1}
+    with pytest.raises(SwapError, match="exit code 1"):
+        swapper.swap(engine.containers[old], {}, REF)
+    assert list(engine.containers) == [old]
+    assert engine.containers[old]["Name"] == "/ws-1"
+    assert engine.ops()[-3:] == ["remove", "rename", "start"]
+
+
+def test_unhealthy_replacement_is_rolled_back() -> None:
+    """A replacement whose healthcheck fails is rolled back."""
+    engine, swapper, old = setup()
+    engine.start_state = {"Running": True, "Restarting": False, "Health": {"Status": "unhealthy"}}
+    with pytest.raises(SwapError, match="unhealthy"):
+        swapper.swap(engine.containers[old], {}, REF)
+    assert engine.containers[old]["Name"] == "/ws-1"
+
+
+def test_health_timeout_is_bounded() -> None:
+    """A replacement stuck in `starting` fails after the health timeout."""
+    engine, swapper, old = setup(health_timeout=3)
+    engine.start_state = {"Running": True, "Restarting": False, "Health": {"Status": "starting"}}
+    with pytest.raises(SwapError, match="not healthy after 3s"):
+        swapper.swap(engine.containers[old], {}, REF)
+    assert list(engine.containers) == [old]
+
+
+def test_healthy_replacement_does_not_wait_for_the_grace_period() -> None:
+    """A healthcheck that passes ends the wait at once."""
+    engine, swapper, old = setup(grace_seconds=1000)
+    engine.start_state = {"Running": True, "Restarting": False, "Health": {"Status": "healthy"}}
+    swapper.swap(engine.containers[old], {}, REF)
+    assert engine.by_name("ws-1") is not None
+    assert old not in engine.containers
+
+
+def test_rename_of_a_running_container_falls_back_to_stop_first() -> None:
+    """If the engine cannot rename a running container, the old one is stopped, then renamed."""
+    engine, swapper, old = setup()
+    real_rename = engine.rename
+    attempts: list[str] = []
+
+    def picky_rename(cid: str, name: str) -> None:
+        attempts.append(name)
+        if engine.containers[cid]["State"]["Running"]:
+            raise EngineError("sandbox not found")
+        real_rename(cid, name)
+
+    engine.rename = picky_rename  # type: ignore[method-assign,assignment]
+    swapper.swap(engine.containers[old], {}, REF)
+    assert attempts == ["ws-1-receiver-aside", "ws-1-receiver-aside"]
+    assert old not in engine.containers
+    assert engine.by_name("ws-1") is not None
+
+
+def test_the_containers_own_stop_timeout_wins() -> None:
+    """Config.StopTimeout set by the user is used instead of the default."""
+    engine, swapper, old = setup(stop_timeout=10)
+    engine.containers[old]["Config"]["StopTimeout"] = 42
+    swapper.swap(engine.containers[old], {}, REF)
+    assert ("stop", old, "42") in engine.calls
+
+
+def test_aside_names_are_recognisable() -> None:
+    """Aside names round-trip through is_aside, with or without the leading slash."""
+    assert is_aside("/" + aside_name("ws-x"))
+    assert not is_aside("ws-x")
