@@ -85,16 +85,15 @@ def _admin_token(env: Mapping[str, str], ttl: int, subject: str) -> int:
 
 
 def _serve(settings: config.Config, host: str, port: int) -> int:
-    import uvicorn
-
     from .app import create_app
+    from .server import serve
 
     engine = build_engine(settings)
     service = RefreshService(settings, engine)
     tokens = AdminTokens(settings.admin_keys) if settings.admin_keys else None
     app = create_app(engine, service, tokens)
     try:
-        uvicorn.run(app, host=host, port=port, log_config=None, server_header=False)
+        serve(app, host, port)
     finally:
         engine.close()
     return EXIT_OK

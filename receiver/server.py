@@ -1,0 +1,49 @@
+"""Run the ASGI app under uvicorn; SIGTERM or SIGINT shut it down cleanly with exit status 0."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+# In-flight requests (an admin refresh waits for its swaps) get this long after SIGTERM.
+GRACEFUL_SHUTDOWN_SECONDS = 60
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without re-raising the captured signal after shutdown.
+
+    uvicorn re-raises it so the process dies by the signal; a service manager then sees
+    a crash (status 143) instead of the clean stop this was.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(app: ASGIApp, host: str, port: int) -> None:
+    """Serve `app` until a signal asks it to stop."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    _Server(config).run()

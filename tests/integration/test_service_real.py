@@ -1,0 +1,141 @@
+"""The service end to end: `serve` answers the admin route and refreshes real containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stack import Published, Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "integration-admin-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def receiver_env(stack: Stack, runtime: str, prefix: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "RUNTIMES": runtime,
+        "IMAGE_TEMPLATE": f"{stack.registry}/org/workspace-template-{{runtime}}:latest",
+        "CONTAINER_PREFIX": prefix,
+        "ADMIN_SECRET_KEY": ADMIN_KEY,
+        "DOCKER_HOST": stack.docker_host,
+        "SWAP_GRACE_SECONDS": "0.5",
+        "SWAP_STOP_TIMEOUT": "1",
+    }
+
+
+@pytest.fixture
+def workspace(stack: Stack) -> Iterator[tuple[str, str, Published]]:
+    runtime = stack.unique("rt")
+    prefix = f"{stack.unique('ws')}-"
+    stack.track_container(prefix)
+    v1 = stack.publish(f"org/workspace-template-{runtime}", version="v1")
+    stack.run_container(f"{prefix}one", v1.ref)
+    stack.run_container(f"{prefix}two", v1.ref)
+    yield runtime, prefix, v1
+
+
+def test_serve_refreshes_through_the_admin_route(
+    stack: Stack, workspace: tuple[str, str, Published], tmp_path: Path
+) -> None:
+    """A minted token opens the route; the answer lists what was recreated; SIGTERM exits 0."""
+    runtime, prefix, _ = workspace
+    env = receiver_env(stack, runtime, prefix)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(base + "/healthz", server, log_path)
+        token = subprocess.run(
+            [sys.executable, "-m", "receiver", "admin-token", "--ttl", "120"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        v2 = stack.publish(f"org/workspace-template-{runtime}", version="v2")
+        with httpx.Client(base_url=base, timeout=120) as http:
+            assert http.get("/readyz").status_code == 200
+            denied = http.post("/admin/workspace-images/refresh")
+            assert denied.status_code == 401
+            response = http.post(
+                "/admin/workspace-images/refresh",
+                json={"runtimes": [runtime]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["recreated"] == [f"{prefix}one", f"{prefix}two"]
+        assert body["failed"] == {}
+        assert body["digests"] == {runtime: v2.digest}
+        for name in ("one", "two"):
+            container = stack.client.api.inspect_container(f"{prefix}{name}")
+            assert container["Image"] == v2.image_id
+            assert container["State"]["Running"] is True
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=30)
+    assert code == 0
+    log_text = log_path.read_text()
+    assert token not in log_text
+    assert ADMIN_KEY not in log_text
+
+
+def test_host_script_refreshes_and_prints_json(
+    stack: Stack, workspace: tuple[str, str, Published]
+) -> None:
+    """scripts/refresh-workspace-images.sh RUNTIME refreshes and prints the result JSON."""
+    runtime, prefix, _ = workspace
+    env = receiver_env(stack, runtime, prefix)
+    del env["RUNTIMES"]
+    v2 = stack.publish(f"org/workspace-template-{runtime}", version="v2")
+    script = str(ROOT / "scripts" / "refresh-workspace-images.sh")
+    done = subprocess.run([script, runtime], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["recreated"] == [f"{prefix}one", f"{prefix}two"]
+    assert result["digests"] == {runtime: v2.digest}
+
+    again = subprocess.run([script, runtime], env=env, capture_output=True, text=True, check=False)
+    assert json.loads(again.stdout)["recreated"] == []
+
+    shown = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0
+    assert "Usage: scripts/refresh-workspace-images.sh" in shown.stdout
+
+
+def wait_for(url: str, server: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"receiver exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail(f"receiver did not answer {url}:\n{log_path.read_text()}")
