@@ -75,12 +75,6 @@ def inspect(stack: Stack, name: str) -> dict[str, Any]:
     return data
 
 
-def run(stack: Stack, name: str, *command: str) -> str:
-    result = stack.client.containers.get(name).exec_run(list(command))
-    assert result.exit_code == 0, result.output
-    return str(result.output.decode()).strip()
-
-
 def names(stack: Stack, prefix: str) -> set[str]:
     found = stack.client.api.containers(all=True, filters={"name": prefix})
     return {str(c["Names"][0]).lstrip("/") for c in found}
@@ -99,7 +93,7 @@ def test_refresh_moves_containers_to_v2_keeping_settings_and_data(
         labels={"team": "blue"},
         volumes=[f"{volume}:/named"],
     )
-    run(stack, f"{p}a", "sh", "-c", "echo anon-data > /anon/f && echo named-data > /named/f")
+    stack.exec(f"{p}a", "sh", "-c", "echo anon-data > /anon/f && echo named-data > /named/f")
     stack.run_container(f"{p}stopped", world.v1.ref, start=False)
     unprefixed = stack.unique("other")
     stack.run_container(unprefixed, world.v1.ref)
@@ -128,13 +122,13 @@ def test_refresh_moves_containers_to_v2_keeping_settings_and_data(
     a = inspect(stack, f"{p}a")
     assert a["Image"] == v2.image_id
     assert a["State"]["Running"] is True
-    assert run(stack, f"{p}a", "cat", "/version") == "v2"
+    assert stack.exec(f"{p}a", "cat", "/version") == "v2"
     assert "USER_SET=1" in a["Config"]["Env"]
     assert "MODE=v2" in a["Config"]["Env"], "the new image's default env must apply"
     assert a["Config"]["Labels"] == {"team": "blue", "version": "2"}
     assert a["Config"]["Cmd"] == ["/bin/sleep", "3601"], "the new image's CMD must apply"
-    assert run(stack, f"{p}a", "cat", "/anon/f") == "anon-data"
-    assert run(stack, f"{p}a", "cat", "/named/f") == "named-data"
+    assert stack.exec(f"{p}a", "cat", "/anon/f") == "anon-data"
+    assert stack.exec(f"{p}a", "cat", "/named/f") == "named-data"
     stopped = inspect(stack, f"{p}stopped")
     assert stopped["Image"] == v2.image_id
     assert stopped["State"]["Running"] is False

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,14 +41,14 @@ def receiver_env(stack: Stack, runtime: str, prefix: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def workspace(stack: Stack) -> Iterator[tuple[str, str, Published]]:
+def workspace(stack: Stack) -> tuple[str, str, Published]:
     runtime = stack.unique("rt")
     prefix = f"{stack.unique('ws')}-"
     stack.track_container(prefix)
     v1 = stack.publish(f"org/workspace-template-{runtime}", version="v1")
     stack.run_container(f"{prefix}one", v1.ref)
     stack.run_container(f"{prefix}two", v1.ref)
-    yield runtime, prefix, v1
+    return runtime, prefix, v1
 
 
 def test_serve_refreshes_through_the_admin_route(

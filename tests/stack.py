@@ -1,0 +1,706 @@
+"""A real Docker engine and registry for integration tests, demos and benchmarks.
+
+`Stack.start()` uses an engine that is already there (``RECEIVER_TEST_DOCKER_HOST``,
+``DOCKER_HOST`` or ``/var/run/docker.sock``) or, as root, starts a private ``dockerd``
+in a temporary directory; it starts a private ``docker-registry`` on loopback unless
+``RECEIVER_TEST_REGISTRY`` names one.  Images are made without Docker Hub: a rootfs
+holding the host's static busybox is imported and pushed to the registry.
+
+This module must not import pytest: scripts outside the test suite use it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import docker
+import docker.errors
+
+__all__ = [
+    "BUSYBOX_APPLETS",
+    "DEFAULT_CMD",
+    "QUICK_STOP_CMD",
+    "Published",
+    "Stack",
+    "StackUnavailable",
+    "find_static_busybox",
+    "unique",
+]
+
+ENGINE_START_TIMEOUT = 30.0
+REGISTRY_START_TIMEOUT = 15.0
+STOP_TIMEOUT = 20.0
+# Unix socket paths are limited to 108 bytes; containerd puts "<exec-root>/containerd/
+# containerd.sock.ttrpc" under the exec root, the longest path the private engine needs.
+_SOCKET_PATH_MAX = 100
+_LONGEST_SOCKET_SUFFIX = "/x/containerd/containerd.sock.ttrpc"
+
+BUSYBOX_APPLETS = ("sh", "sleep", "cat", "echo", "ls", "true", "test", "touch", "mkdir")
+DEFAULT_CMD = ["/bin/sleep", "3600"]
+# As PID 1, busybox sleep ignores SIGTERM, so `docker stop` of DEFAULT_CMD waits out the
+# whole stop timeout (10 s by default); pass this as `cmd` where stops should be quick.
+QUICK_STOP_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+
+
+class StackUnavailable(Exception):
+    """Neither an existing engine/registry nor the means to start them are available."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Published:
+    """An image pushed to the stack's registry: its ref, image id and manifest digest."""
+
+    ref: str
+    image_id: str
+    digest: str
+
+
+def unique(prefix: str) -> str:
+    """Return a short unique lowercase name starting with ``prefix``."""
+    return f"{prefix.lower()}-{uuid.uuid4().hex[:8]}"
+
+
+def _is_static_elf(path: Path) -> bool:
+    # A dynamically linked ELF has a PT_INTERP program header naming its loader; reading
+    # the headers avoids depending on `file` or `ldd` being installed.
+    try:
+        with path.open("rb") as f:
+            ident = f.read(64)
+            if len(ident) < 64 or ident[:4] != b"\x7fELF":
+                return False
+            is64 = ident[4] == 2
+            endian = "<" if ident[5] == 1 else ">"
+            if is64:
+                (phoff,) = struct.unpack_from(endian + "Q", ident, 0x20)
+                phentsize, phnum = struct.unpack_from(endian + "HH", ident, 0x36)
+            else:
+                (phoff,) = struct.unpack_from(endian + "I", ident, 0x1C)
+                phentsize, phnum = struct.unpack_from(endian + "HH", ident, 0x2A)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except OSError:
+        return False
+    pt_interp = 3
+    for i in range(phnum):
+        (p_type,) = struct.unpack_from(endian + "I", table, i * phentsize)
+        if p_type == pt_interp:
+            return False
+    return True
+
+
+def find_static_busybox() -> Path | None:
+    """Return the path of a statically linked busybox on this host, if there is one."""
+    candidates = [os.environ.get("RECEIVER_TEST_BUSYBOX"), shutil.which("busybox")]
+    candidates += ["/bin/busybox", "/usr/bin/busybox"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and _is_static_elf(Path(candidate)):
+            return Path(candidate).resolve()
+    return None
+
+
+@functools.cache
+def _busybox_bytes() -> bytes:
+    path = find_static_busybox()
+    if path is None:
+        raise StackUnavailable("no statically linked busybox found (install busybox-static)")
+    return path.read_bytes()
+
+
+def _rootfs_tar(version: str) -> bytes:
+    # A fixed mtime keeps the layer a function of its content alone; /version is what
+    # makes each version a distinct layer, hence a distinct image id and digest.
+    mtime = 1_700_000_000
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(name: str, kind: bytes, mode: int, data: bytes = b"", target: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mode = mode
+            info.mtime = mtime
+            info.linkname = target
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        add("bin", tarfile.DIRTYPE, 0o755)
+        add("bin/busybox", tarfile.REGTYPE, 0o755, _busybox_bytes())
+        for applet in BUSYBOX_APPLETS:
+            add(f"bin/{applet}", tarfile.SYMTYPE, 0o777, target="busybox")
+        add("data", tarfile.DIRTYPE, 0o755)
+        add("tmp", tarfile.DIRTYPE, 0o1777)
+        add("version", tarfile.REGTYPE, 0o644, version.encode())
+    return buf.getvalue()
+
+
+def _changes(
+    env: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    cmd: list[str] | None,
+    entrypoint: list[str] | None,
+    workdir: str | None,
+    volumes: list[str] | None,
+) -> list[str]:
+    # JSON string quoting is valid Dockerfile quoting, so values may hold spaces or "=".
+    changes = [f"ENV {k}={json.dumps(v)}" for k, v in (env or {}).items()]
+    changes += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (labels or {}).items()]
+    if entrypoint is not None:
+        changes.append(f"ENTRYPOINT {json.dumps(entrypoint)}")
+    if cmd is not None:
+        changes.append(f"CMD {json.dumps(cmd)}")
+    elif entrypoint is None:
+        changes.append(f"CMD {json.dumps(DEFAULT_CMD)}")
+    if workdir is not None:
+        changes.append(f"WORKDIR {workdir}")
+    if volumes:
+        changes.append(f"VOLUME {json.dumps(volumes)}")
+    return changes
+
+
+def _check_stream(items: Iterable[Any], what: str) -> list[dict[str, Any]]:
+    # The engine reports pull/push failures inside a 200 response, item by item.
+    seen: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if "error" in item or "errorDetail" in item:
+            detail = item.get("error") or item.get("errorDetail")
+            raise RuntimeError(f"{what} failed: {detail}")
+        seen.append(item)
+    return seen
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def _set_pdeathsig() -> None:
+    # If the Python process dies without running close(), the kernel sends SIGTERM to
+    # the child so no private daemon outlives the tests.
+    with contextlib.suppress(Exception):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _ping(base_url: str, timeout: int = 3) -> bool:
+    client = docker.DockerClient(base_url=base_url, timeout=timeout)
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _registry_ok(registry: str, timeout: float = 2.0) -> bool:
+    url = f"http://{registry}/v2/"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status) == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root) + "/"
+    found: list[str] = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        # mountinfo escapes spaces and other specials as octal, e.g. "\040".
+        point = fields[4].encode().decode("unicode_escape")
+        if point.startswith(prefix):
+            found.append(point)
+    # Unmount the deepest first so that parents are not busy.
+    return sorted(set(found), key=len, reverse=True)
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop a process we started: SIGTERM, wait, then SIGKILL; True if it exited politely."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
+class Stack:
+    """A Docker engine plus registry to test against; use as a context manager."""
+
+    docker_host: str
+    registry: str
+    client: docker.DockerClient
+    started_engine: bool
+    started_registry: bool
+
+    def __init__(self) -> None:
+        self.started_engine = False
+        self.started_registry = False
+        self._tmp: Path | None = None
+        self._engine_proc: subprocess.Popen[bytes] | None = None
+        self._registry_proc: subprocess.Popen[bytes] | None = None
+        self._container_names: set[str] = set()
+        self._container_ids: set[str] = set()
+        self._image_ids: set[str] = set()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, workdir: Path | None = None) -> Stack:
+        """Find or start an engine and a registry; `workdir` is the parent of the temp dir."""
+        stack = cls()
+        try:
+            stack._start(workdir)
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    def _start(self, workdir: Path | None) -> None:
+        if find_static_busybox() is None:
+            raise StackUnavailable("no statically linked busybox found (install busybox-static)")
+        self._start_engine(workdir)
+        self._start_registry(workdir)
+
+    def _tmpdir(self, workdir: Path | None) -> Path:
+        if self._tmp is None:
+            parent = workdir if workdir is not None else Path(tempfile.gettempdir())
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix="rts-", dir=parent))
+            if workdir is None and len(str(tmp)) + len(_LONGEST_SOCKET_SUFFIX) > _SOCKET_PATH_MAX:
+                tmp.rmdir()
+                tmp = Path(tempfile.mkdtemp(prefix="rts-", dir="/tmp"))
+            self._tmp = tmp
+        return self._tmp
+
+    def _start_engine(self, workdir: Path | None) -> None:
+        explicit = os.environ.get("RECEIVER_TEST_DOCKER_HOST")
+        if explicit:
+            self.docker_host = explicit
+            self.client = docker.DockerClient(base_url=explicit, timeout=120)
+            self._require_ping(f"RECEIVER_TEST_DOCKER_HOST={explicit}")
+            return
+        if os.environ.get("DOCKER_HOST"):
+            self.docker_host = os.environ["DOCKER_HOST"]
+            self.client = docker.from_env(timeout=120)
+            self._require_ping(f"DOCKER_HOST={self.docker_host}")
+            return
+        system = "unix:///var/run/docker.sock"
+        if Path("/var/run/docker.sock").exists() and _ping(system):
+            self.docker_host = system
+            self.client = docker.DockerClient(base_url=system, timeout=120)
+            return
+        if os.geteuid() != 0:
+            raise StackUnavailable(
+                "no Docker engine: set RECEIVER_TEST_DOCKER_HOST or DOCKER_HOST, "
+                "or run as root so a private dockerd can be started"
+            )
+        if shutil.which("dockerd") is None:
+            raise StackUnavailable("no Docker engine and no dockerd on PATH (install docker.io)")
+        self._start_private_engine(self._tmpdir(workdir))
+
+    def _require_ping(self, what: str) -> None:
+        try:
+            self.client.ping()
+        except Exception as exc:
+            raise StackUnavailable(f"Docker engine at {what} does not answer: {exc}") from exc
+
+    def _start_private_engine(self, tmp: Path) -> None:
+        sock = tmp / "docker.sock"
+        exec_root = tmp / "x"
+        if len(str(tmp)) + len(_LONGEST_SOCKET_SUFFIX) > _SOCKET_PATH_MAX:
+            raise StackUnavailable(f"work dir {tmp} is too long for unix socket paths")
+        log = tmp / "dockerd.log"
+        args = [
+            "dockerd",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            f"--host=unix://{sock}",
+            f"--data-root={tmp / 'data'}",
+            f"--exec-root={exec_root}",
+            f"--pidfile={tmp / 'docker.pid'}",
+            # Its own namespaces keep it apart from any other engine sharing a containerd.
+            "--containerd-namespace=receiver-test",
+            "--containerd-plugins-namespace=receiver-test-plugins",
+            "--shutdown-timeout=5",
+        ]
+        self._engine_proc = self._spawn(args, log)
+        self.started_engine = True
+        self.docker_host = f"unix://{sock}"
+        deadline = time.monotonic() + ENGINE_START_TIMEOUT
+        while True:
+            if self._engine_proc.poll() is not None:
+                raise RuntimeError(
+                    f"dockerd exited with {self._engine_proc.returncode} while starting; "
+                    f"tail of {log}:\n{_log_tail(log)}"
+                )
+            if sock.exists() and _ping(self.docker_host, timeout=2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"dockerd did not answer within {ENGINE_START_TIMEOUT:.0f}s; "
+                    f"tail of {log}:\n{_log_tail(log)}"
+                )
+            time.sleep(0.1)
+        self.client = docker.DockerClient(base_url=self.docker_host, timeout=120)
+
+    def _start_registry(self, workdir: Path | None) -> None:
+        explicit = os.environ.get("RECEIVER_TEST_REGISTRY")
+        if explicit:
+            self.registry = explicit
+            if not _registry_ok(explicit):
+                raise StackUnavailable(f"registry RECEIVER_TEST_REGISTRY={explicit} not answering")
+            return
+        if shutil.which("docker-registry") is None:
+            raise StackUnavailable(
+                "no registry: set RECEIVER_TEST_REGISTRY or install docker-registry"
+            )
+        tmp = self._tmpdir(workdir)
+        log = tmp / "registry.log"
+        config = tmp / "registry.yml"
+        # The free port may be taken between probing and binding; try a few times.
+        for _attempt in range(5):
+            port = _free_port()
+            self.registry = f"127.0.0.1:{port}"
+            config.write_text(
+                json.dumps(  # JSON is YAML, and needs no YAML library
+                    {
+                        "version": 0.1,
+                        "log": {"level": "info"},
+                        "storage": {
+                            "filesystem": {"rootdirectory": str(tmp / "registry")},
+                            "delete": {"enabled": True},
+                        },
+                        "http": {"addr": self.registry},
+                    }
+                )
+            )
+            self._registry_proc = self._spawn(["docker-registry", "serve", str(config)], log)
+            self.started_registry = True
+            deadline = time.monotonic() + REGISTRY_START_TIMEOUT
+            while self._registry_proc.poll() is None and time.monotonic() < deadline:
+                if _registry_ok(self.registry, timeout=1):
+                    return
+                time.sleep(0.1)
+            _stop_process(self._registry_proc, timeout=5)
+            self._registry_proc = None
+        raise RuntimeError(f"docker-registry did not start; tail of {log}:\n{_log_tail(log)}")
+
+    @staticmethod
+    def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        # Output goes to a file, not a pipe: nobody would drain a pipe, and an open pipe
+        # left at exit is a ResourceWarning (an error under the test suite's filters).
+        # A new session keeps a terminal's Ctrl-C from reaching the daemon before
+        # close() has removed the containers and mounts.
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_set_pdeathsig,
+            )
+
+    def close(self) -> None:
+        """Remove tracked containers and images, stop what was started, delete the temp dir."""
+        if self._closed:
+            return
+        self._closed = True
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                self._remove_own_objects(client)
+            finally:
+                client.close()
+        if self._registry_proc is not None:
+            _stop_process(self._registry_proc)
+            self._registry_proc = None
+        if self._engine_proc is not None:
+            polite = _stop_process(self._engine_proc)
+            self._engine_proc = None
+            if not polite and self._tmp is not None:
+                self._kill_leftover_shims(self._tmp)
+        if self._tmp is not None:
+            self._remove_tree(self._tmp)
+            self._tmp = None
+
+    def _remove_own_objects(self, client: docker.DockerClient) -> None:
+        # Best effort throughout: an engine that is already gone must not stop close()
+        # from stopping processes and deleting the temp dir.
+        with contextlib.suppress(Exception):
+            self._remove_tracked_containers()
+        if self.started_engine:
+            # Everything on a private engine is ours; removing it now spares dockerd's
+            # shutdown waiting out each container's stop timeout.
+            with contextlib.suppress(Exception):
+                for container in client.containers.list(all=True):
+                    self._remove_container(container.id)
+        else:
+            # On a shared engine, leave none of our images behind (a private one is wiped
+            # whole with its data root).
+            for image_id in sorted(self._image_ids):
+                with contextlib.suppress(Exception):
+                    client.api.remove_image(image_id, force=True)
+
+    @staticmethod
+    def _kill_leftover_shims(tmp: Path) -> None:
+        # After a SIGKILL, containerd shims of our engine may survive; each names our
+        # private exec root (unique to this stack) on its command line.
+        marker = str(tmp).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline:
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+    @staticmethod
+    def _remove_tree(tmp: Path) -> None:
+        for point in _mounts_under(tmp):
+            result = subprocess.run(["umount", point], capture_output=True, check=False)
+            if result.returncode != 0:
+                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- images ------------------------------------------------------------------------
+
+    def unique(self, prefix: str) -> str:
+        """Return a short unique lowercase name starting with ``prefix``."""
+        return unique(prefix)
+
+    def publish(
+        self,
+        repository: str,
+        tag: str = "latest",
+        *,
+        version: str,
+        env: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        cmd: list[str] | None = None,
+        entrypoint: list[str] | None = None,
+        workdir: str | None = None,
+        volumes: list[str] | None = None,
+    ) -> Published:
+        """Build a busybox image whose /version holds `version`, push it, drop the local tag."""
+        # CMD is DEFAULT_CMD unless `cmd` or `entrypoint` is given: a default CMD would
+        # otherwise become arguments to the entrypoint.
+        name = f"{self.registry}/{repository}"
+        ref = f"{name}:{tag}"
+        changes = _changes(env, labels, cmd, entrypoint, workdir, volumes)
+        result = self.client.api.import_image(
+            src=_rootfs_tar(version), repository=name, tag=tag, changes=changes
+        )
+        _check_stream(_json_lines(result), f"import of {ref}")
+        image_id = self._image_id(ref)
+        self._image_ids.add(image_id)
+        digest = ""
+        try:
+            stream = self.client.api.push(name, tag=tag, stream=True, decode=True)
+            for item in _check_stream(stream, f"push of {ref}"):
+                aux = item.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+            if not digest:
+                repo_digests = self.client.images.get(ref).attrs.get("RepoDigests") or []
+                digest = next((d.split("@", 1)[1] for d in repo_digests if d.startswith(name)), "")
+        finally:
+            # Without the local tag, a later pull of `ref` must go to the registry.
+            self._untag(ref)
+        if not digest.startswith("sha256:"):
+            raise RuntimeError(f"push of {ref} reported no manifest digest")
+        return Published(ref=ref, image_id=image_id, digest=digest)
+
+    def _untag(self, ref: str) -> None:
+        try:
+            self.client.api.remove_image(ref)
+        except docker.errors.APIError as exc:
+            # A container still using the image makes docker refuse to delete its last tag;
+            # forcing removes the tag but keeps the image for that container.
+            if exc.status_code != 409:
+                raise
+            self.client.api.remove_image(ref, force=True)
+
+    def pull_local(self, ref: str) -> str:
+        """Pull `ref` from the registry onto the engine and return the local image id."""
+        repository, tag = _split_ref(ref)
+        stream = self.client.api.pull(repository, tag=tag, stream=True, decode=True)
+        _check_stream(stream, f"pull of {ref}")
+        image_id = self._image_id(ref)
+        self._image_ids.add(image_id)
+        return image_id
+
+    def image_present(self, ref: str) -> bool:
+        """Whether the engine has an image by this ref or id."""
+        try:
+            self.client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    def _image_id(self, ref: str) -> str:
+        image_id = self.client.images.get(ref).id
+        if image_id is None:
+            raise RuntimeError(f"engine reported no id for image {ref}")
+        return image_id
+
+    # -- containers --------------------------------------------------------------------
+
+    def run_container(
+        self,
+        name: str,
+        image: str,
+        *,
+        env: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        volumes: dict[str, dict[str, str]] | list[str] | None = None,
+        command: str | list[str] | None = None,
+        start: bool = True,
+    ) -> str:
+        """Create (pulling `image` if needed) and start a tracked container; return its id."""
+        # Track the name before creating, so even a half-made container is cleaned up.
+        self._container_names.add(name)
+
+        def create() -> Any:
+            return self.client.containers.create(
+                image,
+                command=command,
+                name=name,
+                environment=env,
+                labels=labels,
+                volumes=volumes,
+                # With dockerd --bridge=none the default network cannot be joined, and a
+                # container on it cannot be renamed; "none" works on every engine.
+                network_mode="none",
+                detach=True,
+            )
+
+        try:
+            container = create()
+        except docker.errors.ImageNotFound:
+            self.pull_local(image)
+            container = create()
+        self._container_ids.add(container.id)
+        if start:
+            container.start()
+        return str(container.id)
+
+    def exec(self, container: str, *command: str, check: bool = True) -> str:
+        """Run `command` in a running container and return its output, stripped."""
+        result = self.client.containers.get(container).exec_run(list(command))
+        output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
+        text = output.decode("utf-8", "replace").strip()
+        if check and result.exit_code != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} in {container} exited {result.exit_code}: {text}"
+            )
+        return text
+
+    def track_container(self, name: str) -> None:
+        """Have close() remove containers named `name` or starting with it."""
+        self._container_names.add(name)
+
+    def cleanup_containers(self, prefix: str) -> None:
+        """Force-remove, with anonymous volumes, every container whose name starts with `prefix`."""
+        for container in self.client.containers.list(all=True, filters={"name": prefix}):
+            if container.name is not None and container.name.startswith(prefix):
+                self._remove_container(container.id)
+        self._container_names.discard(prefix)
+
+    def _remove_container(self, container_id: str | None) -> None:
+        if container_id is None:
+            return
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.remove_container(container_id, v=True, force=True)
+        self._container_ids.discard(container_id)
+
+    def _remove_tracked_containers(self) -> None:
+        for name in sorted(self._container_names):
+            with contextlib.suppress(docker.errors.APIError):
+                self.cleanup_containers(name)
+        for container_id in sorted(self._container_ids):
+            with contextlib.suppress(docker.errors.APIError):
+                self._remove_container(container_id)
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    """Split ``host:port/repo:tag`` into repository and tag (``latest`` if none)."""
+    if "@" in ref:
+        repository, digest = ref.split("@", 1)
+        return repository, digest
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1 :]
+    return ref, "latest"
+
+
+def _json_lines(result: Any) -> Iterator[Any]:
+    # import_image returns the engine's progress stream as text, one JSON object a line.
+    text = result.decode() if isinstance(result, bytes) else str(result)
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            with contextlib.suppress(json.JSONDecodeError):
+                yield json.loads(line)
