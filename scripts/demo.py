@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +19,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.service import ReceiverProcess  # noqa: E402
 from tests.stack import Stack, StackUnavailable  # noqa: E402
 
 RUNTIME = "claude-code"
@@ -44,12 +42,6 @@ def table(stack: Stack, title: str) -> None:
     print()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="receiver port (default: a free one)")
@@ -61,7 +53,7 @@ def main() -> int:
     except StackUnavailable as exc:
         print(f"error: {exc.reason}", file=sys.stderr)
         return 1
-    server: subprocess.Popen[bytes] | None = None
+    server: ReceiverProcess | None = None
     try:
         repository = f"molecule-ai/workspace-template-{RUNTIME}"
         say(f"publishing v1 of {stack.registry}/{repository}:latest")
@@ -73,43 +65,28 @@ def main() -> int:
         say(f"started {', '.join(WORKSPACES)} on v1, each with notes in its /workspace volume")
         table(stack, "before")
 
-        port = args.port or free_port()
-        key = secrets.token_urlsafe(32)
         env = {
             **os.environ,
             "RUNTIMES": RUNTIME,
             "IMAGE_TEMPLATE": f"{stack.registry}/molecule-ai/workspace-template-{{runtime}}:latest",
             "CONTAINER_PREFIX": "ws-demo-",
-            "ADMIN_SECRET_KEY": key,
+            "ADMIN_SECRET_KEY": secrets.token_urlsafe(32),
             "DOCKER_HOST": stack.docker_host,
             "SWAP_GRACE_SECONDS": "1",
             "SWAP_STOP_TIMEOUT": "2",
         }
         log = Path(tempfile.mkstemp(prefix="receiver-demo-", suffix=".log")[1])
-        say(f"starting the receiver on 127.0.0.1:{port} (log: {log})")
-        with log.open("wb") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, server, log)
+        server = ReceiverProcess(env, log, port=args.port or None)
+        say(f"started the receiver on {server.base} (log: {log})")
+        server.wait_ready()
 
         say("publishing v2")
         v2 = stack.publish(repository, version="v2", volumes=["/workspace"])
-        token = subprocess.run(
-            [sys.executable, "-m", "receiver", "admin-token", "--ttl", "300", "--subject", "demo"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        token = server.admin_token(ttl=300, subject="demo")
         say("asking for a refresh: POST /admin/workspace-images/refresh")
         started = time.monotonic()
         response = httpx.post(
-            f"{base}/admin/workspace-images/refresh",
+            f"{server.base}/admin/workspace-images/refresh",
             headers={"Authorization": f"Bearer {token}"},
             json={"runtimes": [RUNTIME]},
             timeout=300,
@@ -124,26 +101,11 @@ def main() -> int:
         return 0 if moved and response.status_code == 200 else 1
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+            server.stop()
         for name in WORKSPACES:
             stack.cleanup_containers(name)
         stack.close()
         say("stopped what the demo started")
-
-
-def wait_ready(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"receiver exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"receiver not ready:\n{log.read_text()}")
 
 
 if __name__ == "__main__":

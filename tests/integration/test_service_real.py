@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.service import ReceiverProcess
 from tests.stack import Published, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "integration-admin-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def receiver_env(stack: Stack, runtime: str, prefix: str) -> dict[str, str]:
@@ -56,28 +47,12 @@ def test_serve_refreshes_through_the_admin_route(
 ) -> None:
     """A minted token opens the route; the answer lists what was recreated; SIGTERM exits 0."""
     runtime, prefix, _ = workspace
-    env = receiver_env(stack, runtime, prefix)
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    server = ReceiverProcess(receiver_env(stack, runtime, prefix), tmp_path / "serve.log")
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base + "/healthz", server, log_path)
-        token = subprocess.run(
-            [sys.executable, "-m", "receiver", "admin-token", "--ttl", "120"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        server.wait_ready("/healthz")
+        token = server.admin_token(ttl=120)
         v2 = stack.publish(f"org/workspace-template-{runtime}", version="v2")
-        with httpx.Client(base_url=base, timeout=120) as http:
+        with httpx.Client(base_url=server.base, timeout=120) as http:
             assert http.get("/readyz").status_code == 200
             denied = http.post("/admin/workspace-images/refresh")
             assert denied.status_code == 401
@@ -96,10 +71,9 @@ def test_serve_refreshes_through_the_admin_route(
             assert container["Image"] == v2.image_id
             assert container["State"]["Running"] is True
     finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=30)
+        code = server.stop(timeout=30)
     assert code == 0
-    log_text = log_path.read_text()
+    log_text = server.log()
     assert token not in log_text
     assert ADMIN_KEY not in log_text
 
@@ -125,16 +99,3 @@ def test_host_script_refreshes_and_prints_json(
     shown = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert shown.returncode == 0
     assert "Usage: scripts/refresh-workspace-images.sh" in shown.stdout
-
-
-def wait_for(url: str, server: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"receiver exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"receiver did not answer {url}:\n{log_path.read_text()}")

@@ -1,0 +1,81 @@
+"""Run the receiver as its own process (`serve`) for tests, the demo and benchmarks."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ReceiverProcess:
+    """`python -m receiver serve` on 127.0.0.1, its output in a log file."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 30) -> None:
+        """Wait until `path` answers 200; raise with the log if the process dies or stalls."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"receiver exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.base + path, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"receiver did not answer {path}:\n{self.log()}")
+
+    def admin_token(self, ttl: int = 300, subject: str = "admin") -> str:
+        """Mint an admin token with the CLI, as an operator would."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "receiver",
+                "admin-token",
+                "--ttl",
+                str(ttl),
+                "--subject",
+                subject,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, wait, and return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        """Everything the receiver wrote so far."""
+        return self.log_path.read_text(errors="replace")
