@@ -6,14 +6,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .admin_auth import AdminTokens, bearer_token
+from .digests import Coordinator
 from .errors import AdminTokenError, EngineUnavailable, UnknownRuntime
-from .refresh import RefreshService
 
 MAX_BODY = 64 * 1024
 _FIELDS = {"runtimes", "recreate", "force"}
@@ -88,8 +87,8 @@ async def read_capped(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def routes(service: RefreshService, tokens: AdminTokens | None) -> list[Route]:
-    """The admin routes, bound to a refresh service and the admin token verifier."""
+def routes(coordinator: Coordinator, tokens: AdminTokens | None) -> list[Route]:
+    """The admin routes, bound to the coordinator and the admin token verifier."""
 
     async def refresh(request: Request) -> JSONResponse:
         denied = authorize(request, tokens)
@@ -100,12 +99,12 @@ def routes(service: RefreshService, tokens: AdminTokens | None) -> list[Route]:
             return error(413, f"body larger than {MAX_BODY} bytes")
         try:
             wanted = parse_refresh_request(body)
-            runtimes = service.check_runtimes(wanted.runtimes)
+            runtimes = coordinator.service.check_runtimes(wanted.runtimes)
         except (ValueError, UnknownRuntime) as exc:
             return error(400, str(exc))
         try:
-            result = await to_thread.run_sync(
-                lambda: service.refresh(runtimes, recreate=wanted.recreate, force=wanted.force)
+            result = await coordinator.refresh(
+                runtimes, recreate=wanted.recreate, force=wanted.force, source="admin"
             )
         except EngineUnavailable as exc:
             return error(500, str(exc))

@@ -1,21 +1,39 @@
-"""The ASGI application: composes the route modules around one refresh service."""
+"""The ASGI application: composes the route modules around the coordinator."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import admin
+from . import admin, webhooks
 from .admin_auth import AdminTokens
+from .config import Config
+from .digests import Coordinator, DigestBook
 from .engine import Engine
 from .errors import EngineError
 from .refresh import RefreshService
+from .registry import RegistryClient
+
+REGISTRY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# Background refreshes get this long to finish at shutdown before they are cancelled.
+DRAIN_SECONDS = 60
 
 
-def create_app(engine: Engine, service: RefreshService, tokens: AdminTokens | None) -> Starlette:
+def create_app(
+    settings: Config,
+    engine: Engine,
+    coordinator: Coordinator,
+    registry: RegistryClient,
+    tokens: AdminTokens | None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
     """Build the application; everything it talks to is passed in."""
 
     async def healthz(_: Request) -> JSONResponse:
@@ -28,10 +46,43 @@ def create_app(engine: Engine, service: RefreshService, tokens: AdminTokens | No
             return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await coordinator.drain(DRAIN_SECONDS)
+        if on_shutdown is not None:
+            await on_shutdown()
+
+    images = {runtime: settings.image_for(runtime) for runtime in settings.runtimes}
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            *admin.routes(service, tokens),
-        ]
+            *admin.routes(coordinator, tokens),
+            *webhooks.routes(
+                coordinator,
+                registry,
+                images,
+                settings.webhook_secrets,
+                settings.dispatch_event_types,
+                settings.webhook_max_body,
+            ),
+        ],
+        lifespan=lifespan,
     )
+
+
+def build_app(
+    settings: Config,
+    engine: Engine,
+    service: RefreshService | None = None,
+    http: httpx.AsyncClient | None = None,
+) -> Starlette:
+    """Compose the service: refresh service, digest book, coordinator, registry client, tokens."""
+    service = service or RefreshService(settings, engine)
+    coordinator = Coordinator(service, DigestBook(settings.runtimes))
+    # TLS is always verified; a registry on loopback is reached over plain HTTP (registry.py).
+    http = http or httpx.AsyncClient(timeout=REGISTRY_TIMEOUT)
+    registry = RegistryClient(http, settings.registry_auth)
+    tokens = AdminTokens(settings.admin_keys) if settings.admin_keys else None
+    return create_app(settings, engine, coordinator, registry, tokens, on_shutdown=http.aclose)

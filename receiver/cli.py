@@ -85,15 +85,12 @@ def _admin_token(env: Mapping[str, str], ttl: int, subject: str) -> int:
 
 
 def _serve(settings: config.Config, host: str, port: int) -> int:
-    from .app import create_app
+    from .app import build_app
     from .server import serve
 
     engine = build_engine(settings)
-    service = RefreshService(settings, engine)
-    tokens = AdminTokens(settings.admin_keys) if settings.admin_keys else None
-    app = create_app(engine, service, tokens)
     try:
-        serve(app, host, port)
+        serve(build_app(settings, engine), host, port)
     finally:
         engine.close()
     return EXIT_OK

@@ -56,6 +56,7 @@ class Config:
     poll_interval: float = 300.0
     dispatch_event_types: tuple[str, ...] = DEFAULT_DISPATCH_TYPES
     notify_url: str | None = field(default=None, repr=False)
+    webhook_max_body: int = 1024 * 1024
     log_level: str = "INFO"
     log_format: str = "text"
     swap: SwapSettings = SwapSettings()
@@ -195,6 +196,7 @@ def load(env: Mapping[str, str]) -> Config:
         poll_interval=r.number("POLL_INTERVAL", 300.0, minimum=10),
         dispatch_event_types=split_list(r.raw("DISPATCH_EVENT_TYPES")) or DEFAULT_DISPATCH_TYPES,
         notify_url=notify_url,
+        webhook_max_body=int(r.number("WEBHOOK_MAX_BODY", 1024 * 1024, minimum=1024, integer=True)),
         log_level=log_level,
         log_format=log_format,
         swap=SwapSettings(

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
-import anyio
 import httpx
 from starlette.types import ASGIApp
 
+T = TypeVar("T")
+
 
 class AppClient:
-    """Each call runs one request through httpx's ASGI transport in a fresh event loop."""
+    """Runs requests through httpx's ASGI transport on one event loop that lives between them,
+    so background work an answer started (a scheduled refresh) keeps running."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._runner = asyncio.Runner()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the client's loop (e.g. to wait for background work)."""
+        return self._runner.run(coroutine)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def send() -> httpx.Response:
@@ -21,10 +30,14 @@ class AppClient:
             async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
                 return await client.request(method, path, **kwargs)
 
-        return anyio.run(send)
+        return self.run(send())
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("POST", path, **kwargs)
+
+    def close(self) -> None:
+        """Close the event loop."""
+        self._runner.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 import pytest
 
 from receiver import config
 from receiver.admin_auth import AdminTokens
-from receiver.app import create_app
+from receiver.app import build_app
 from receiver.errors import EngineUnavailable
 from receiver.refresh import RefreshService
 from receiver.swap import Clock, Swapper
@@ -36,12 +39,15 @@ def client_for(engine: FakeEngine, keys: tuple[str, ...] = ("key",)) -> AppClien
     service = RefreshService(
         settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
     )
-    return AppClient(create_app(engine, service, AdminTokens(keys) if keys else None))
+    settings = dataclasses.replace(settings, admin_keys=keys)
+    return AppClient(build_app(settings, engine, service))
 
 
 @pytest.fixture
-def client(engine: FakeEngine) -> AppClient:
-    return client_for(engine)
+def client(engine: FakeEngine) -> Iterator[AppClient]:
+    client = client_for(engine)
+    yield client
+    client.close()
 
 
 def auth(key: str = "key") -> dict[str, str]:
@@ -75,7 +81,9 @@ def test_empty_body_refreshes_every_runtime_with_soft_fail(client: AppClient) ->
 
 def test_no_key_configured_refuses_with_503(engine: FakeEngine) -> None:
     """Without ADMIN_SECRET_KEY the route is closed, not open."""
-    response = client_for(engine, keys=()).post(PATH, headers=auth())
+    client = client_for(engine, keys=())
+    response = client.post(PATH, headers=auth())
+    client.close()
     assert response.status_code == 503
     assert engine.ops() == []
 

@@ -1,0 +1,220 @@
+"""The digest book and the coordinator: one refresh in flight per runtime, triggers coalesced."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from anyio import to_thread
+
+from .errors import EngineError
+from .refresh import RefreshResult, RefreshService
+
+log = logging.getLogger(__name__)
+
+# What submit() says happened to a trigger.
+SCHEDULED, QUEUED, COALESCED, UNCHANGED = "scheduled", "queued", "coalesced", "unchanged"
+
+
+@dataclass
+class Pending:
+    """A trigger waiting for the refresh in flight to end; None digest means 'refresh anyway'."""
+
+    digest: str | None
+    source: str
+
+
+@dataclass
+class RuntimeState:
+    """What the book knows of one runtime."""
+
+    seen: str | None = None
+    driving: bool = False
+    target: str | None = None
+    pending: Pending | None = None
+    last_trigger: dict[str, object] = field(default_factory=dict)
+    last_refresh: dict[str, object] = field(default_factory=dict)
+
+
+class DigestBook:
+    """Per runtime: the digest last applied or observed (`seen`), in-flight and pending work."""
+
+    def __init__(self, runtimes: Sequence[str], clock: Callable[[], float] = time.time) -> None:
+        self.states = {runtime: RuntimeState() for runtime in runtimes}
+        self.clock = clock
+
+    def seen(self, runtime: str) -> str | None:
+        """The digest last applied or observed for `runtime`."""
+        return self.states[runtime].seen
+
+    def seed(self, runtime: str, digest: str) -> bool:
+        """Record a first observation; returns False when `seen` was already known."""
+        state = self.states[runtime]
+        if state.seen is not None:
+            return False
+        state.seen = digest
+        return True
+
+    def commit(self, runtime: str, result: RefreshResult, source: str) -> None:
+        """Record a refresh's outcome; only a clean success moves `seen` (else it rolls back)."""
+        state = self.states[runtime]
+        ok = runtime in result.pulled and not result.failed
+        if ok and runtime in result.digests:
+            state.seen = result.digests[runtime]
+        state.last_refresh = {
+            "at": self.clock(),
+            "source": source,
+            "ok": ok,
+            "recreated": sorted(result.recreated),
+            "failed": dict(result.failed),
+        }
+
+    def note_trigger(self, runtime: str, digest: str | None, source: str) -> None:
+        """Remember the last trigger for status pages."""
+        self.states[runtime].last_trigger = {"at": self.clock(), "source": source, "digest": digest}
+
+
+Runner = Callable[[Callable[[], RefreshResult]], Awaitable[RefreshResult]]
+
+
+async def _in_thread(fn: Callable[[], RefreshResult]) -> RefreshResult:
+    return await to_thread.run_sync(fn)
+
+
+class Coordinator:
+    """Feeds triggers through the digest book into the refresh service, on the event loop."""
+
+    def __init__(self, service: RefreshService, book: DigestBook, run: Runner = _in_thread) -> None:
+        self.service = service
+        self.book = book
+        self._run = run
+        self._locks = {runtime: asyncio.Lock() for runtime in book.states}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, runtime: str, digest: str | None, source: str) -> str:
+        """Accept a trigger without waiting; says whether it started, queued or changed nothing."""
+        state = self.book.states[runtime]
+        self.book.note_trigger(runtime, digest, source)
+        if digest is not None and digest == state.seen:
+            return UNCHANGED
+        if state.driving:
+            if digest is not None and digest == state.target and state.pending is None:
+                return COALESCED
+            # At most one follow-up: a newer trigger replaces an older pending one.
+            state.pending = Pending(digest, source)
+            return QUEUED
+        state.driving = True
+        state.target = digest
+        self._spawn(self._drive(runtime, digest, source))
+        return SCHEDULED
+
+    def spawn_resolving(
+        self, runtime: str, resolve: Callable[[], Awaitable[str | None]], source: str
+    ) -> None:
+        """Find the digest first (a registry HEAD), then submit; a failed lookup still refreshes."""
+
+        async def resolve_then_submit() -> None:
+            try:
+                digest = await resolve()
+            except Exception as exc:
+                log.warning(
+                    "runtime %s: digest lookup failed (%s); refreshing anyway", runtime, exc
+                )
+                digest = None
+            self.submit(runtime, digest, source)
+
+        self._spawn(resolve_then_submit())
+
+    async def refresh(
+        self,
+        runtimes: Sequence[str],
+        *,
+        recreate: bool = True,
+        force: bool = False,
+        source: str = "admin",
+    ) -> RefreshResult:
+        """Refresh now and wait (the admin route); EngineUnavailable propagates."""
+        results = await asyncio.gather(
+            *(
+                self._refresh(r, recreate=recreate, force=force, source=source, propagate=True)
+                for r in runtimes
+            )
+        )
+        merged = RefreshResult()
+        for result in results:
+            merged.merge(result)
+        return merged
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for background refreshes to finish, up to `timeout` seconds, then cancel them."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+
+    async def idle(self) -> None:
+        """Wait until no background work is left (tests and benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*set(self._tasks), return_exceptions=True)
+
+    async def _drive(self, runtime: str, digest: str | None, source: str) -> None:
+        state = self.book.states[runtime]
+        try:
+            while True:
+                await self._refresh(runtime, source=source, unless_seen=digest)
+                follow_up, state.pending = state.pending, None
+                if follow_up is None:
+                    return
+                digest, source = follow_up.digest, follow_up.source
+                state.target = digest
+        finally:
+            state.driving = False
+            state.target = None
+
+    async def _refresh(
+        self,
+        runtime: str,
+        *,
+        recreate: bool = True,
+        force: bool = False,
+        source: str,
+        unless_seen: str | None = None,
+        propagate: bool = False,
+    ) -> RefreshResult:
+        async with self._locks[runtime]:
+            # Another refresh may have applied this digest while we waited for the lock.
+            if unless_seen is not None and unless_seen == self.book.seen(runtime):
+                return RefreshResult()
+            try:
+                result = await self._run(
+                    lambda: self.service.refresh_runtime(runtime, recreate=recreate, force=force)
+                )
+            except EngineError as exc:
+                # A caller who waits (admin) hears of it; background work records a failure.
+                if propagate:
+                    raise
+                result = RefreshResult(failed={runtime: str(exc)})
+            if recreate:
+                self.book.commit(runtime, result, source)
+            log.info(
+                "runtime %s: refresh from %s: %d recreated, %d failed",
+                runtime,
+                source,
+                len(result.recreated),
+                len(result.failed),
+            )
+            return result
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background refresh crashed", exc_info=task.exception())

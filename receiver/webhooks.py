@@ -1,0 +1,67 @@
+"""The GitHub webhook route: verify, interpret, hand triggers to the coordinator, answer."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import github
+from .admin import error, read_capped
+from .digests import Coordinator
+from .imageref import ImageRef
+from .registry import RegistryClient
+
+log = logging.getLogger(__name__)
+
+
+def routes(
+    coordinator: Coordinator,
+    registry: RegistryClient,
+    images: Mapping[str, ImageRef],
+    secrets: tuple[str, ...],
+    dispatch_types: tuple[str, ...],
+    max_body: int,
+) -> list[Route]:
+    """The webhook route, bound to the coordinator, the registry client and the settings."""
+    # No dedup by delivery id: a redelivery is how an operator retries a failed refresh, and
+    # the digest book already makes duplicates of a digest cost nothing.
+
+    async def github_webhook(request: Request) -> JSONResponse:
+        if not secrets:
+            return error(503, "webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set")
+        body = await read_capped(request, max_body)
+        if body is None:
+            return error(413, f"body larger than {max_body} bytes")
+        try:
+            delivery = github.parse_delivery(request.headers, body, secrets)
+            meaning = github.interpret(delivery, images, dispatch_types)
+        except github.WebhookError as exc:
+            return error(exc.status, str(exc))
+        summary: dict[str, object] = {"delivery": delivery.delivery_id, "event": delivery.event}
+        if meaning.kind == "ping":
+            return JSONResponse({**summary, "pong": True})
+        if meaning.kind == "ignored":
+            log.info(
+                "delivery %s (%s) ignored: %s", delivery.delivery_id, delivery.event, meaning.reason
+            )
+            return JSONResponse({**summary, "ignored": meaning.reason}, status_code=202)
+        source = f"webhook:{delivery.event}"
+        runtimes: dict[str, str] = {}
+        for trigger in meaning.triggers:
+            if trigger.resolve:
+                lookup = functools.partial(registry.digest, images[trigger.runtime])
+                coordinator.spawn_resolving(trigger.runtime, lookup, source)
+                runtimes[trigger.runtime] = "resolving"
+            else:
+                runtimes[trigger.runtime] = coordinator.submit(
+                    trigger.runtime, trigger.digest, source
+                )
+        log.info("delivery %s (%s): %s", delivery.delivery_id, delivery.event, runtimes)
+        return JSONResponse({**summary, "runtimes": runtimes}, status_code=202)
+
+    return [Route("/webhooks/github", github_webhook, methods=["POST"])]
