@@ -54,7 +54,7 @@ def create_app(
             await on_shutdown()
 
     images = {runtime: settings.image_for(runtime) for runtime in settings.runtimes}
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -70,6 +70,9 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    # Exposed for status pages and for tests that wait for background refreshes.
+    app.state.coordinator = coordinator
+    return app
 
 
 def build_app(

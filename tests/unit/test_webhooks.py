@@ -1,0 +1,179 @@
+"""The webhook route: statuses at the edge, an answer before the work, HEAD for other tags."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from receiver import config
+from receiver.app import build_app
+from receiver.github import signature_for
+from receiver.refresh import RefreshService
+from receiver.swap import Clock, Swapper
+
+from .asgi import AppClient
+from .fakes import FakeClock, FakeEngine, container
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "github"
+REF = "ghcr.io/org/workspace-template-a:latest"
+OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
+DIGEST = "sha256:" + "2" * 64
+SECRET = "s3cret"
+
+
+def package_body(tag: str = "latest", digest: str = DIGEST, owner: str = "Org") -> bytes:
+    payload: dict[str, Any] = json.loads(
+        (FIXTURES / "package.published.container.multiarch-index.json").read_text()
+    )
+    package = payload["package"]
+    package["name"], package["owner"]["login"] = "workspace-template-a", owner
+    package["package_version"]["version"] = digest
+    package["package_version"]["container_metadata"]["tag"] = {"name": tag, "digest": digest}
+    return json.dumps(payload).encode()
+
+
+def headers(body: bytes, event: str = "package", secret: str = SECRET) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": "d-1",
+        "X-Hub-Signature-256": signature_for(body, secret),
+    }
+
+
+class Registry:
+    """A registry behind httpx.MockTransport: challenge, token, HEAD; records requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"token": "t"})
+        if request.headers.get("authorization") != "Bearer t":
+            challenge = 'Bearer realm="https://ghcr.io/token",service="ghcr.io"'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST})
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    engine = FakeEngine()
+    engine.publish(REF, NEW, DIGEST)
+    engine.add(container("ws-1", REF, OLD))
+    return engine
+
+
+def client_for(engine: FakeEngine, registry: Registry, secrets: str = SECRET) -> AppClient:
+    settings = config.load(
+        {
+            "RUNTIMES": "a",
+            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
+            "GITHUB_WEBHOOK_SECRET": secrets,
+            "WEBHOOK_MAX_BODY": "20000",
+        }
+    )
+    clock = FakeClock()
+    swapper = Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(registry))
+    return AppClient(build_app(settings, engine, RefreshService(settings, engine, swapper), http))
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def client(engine: FakeEngine, registry: Registry) -> Iterator[AppClient]:
+    client = client_for(engine, registry)
+    yield client
+    client.close()
+
+
+def idle(client: AppClient) -> None:
+    """Wait until the refreshes the answers scheduled are done."""
+    app: Any = client.app
+    client.run(app.state.coordinator.idle())
+
+
+def test_signed_delivery_answers_202_then_refreshes(client: AppClient, engine: FakeEngine) -> None:
+    """A delivery for the watched tag is scheduled at once; the swap happens after the answer."""
+    body = package_body()
+    response = client.post("/webhooks/github", content=body, headers=headers(body))
+    assert response.status_code == 202
+    assert response.json() == {
+        "delivery": "d-1",
+        "event": "package",
+        "runtimes": {"a": "scheduled"},
+    }
+    idle(client)
+    replacement = engine.by_name("ws-1")
+    assert replacement is not None
+    assert replacement["Image"] == NEW
+    again = client.post("/webhooks/github", content=body, headers=headers(body))
+    assert again.json()["runtimes"] == {"a": "unchanged"}
+
+
+def test_another_tag_resolves_the_watched_tag_with_a_head(
+    client: AppClient, engine: FakeEngine, registry: Registry
+) -> None:
+    """A delivery for another tag asks the registry (challenge, token, HEAD) for `latest`."""
+    body = package_body(tag="sha-0e2a89b", digest="sha256:" + "9" * 64)
+    response = client.post("/webhooks/github", content=body, headers=headers(body))
+    assert response.json()["runtimes"] == {"a": "resolving"}
+    idle(client)
+    assert registry.requests == [
+        "HEAD /v2/org/workspace-template-a/manifests/latest",
+        "GET /token",
+        "HEAD /v2/org/workspace-template-a/manifests/latest",
+    ]
+    assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("body", "hdrs", "status"),
+    [
+        (b"{}", {"Content-Type": "application/json", "X-GitHub-Event": "ping"}, 401),
+        (b"{}", headers(b"{}", secret="wrong"), 401),
+        (b"{", headers(b"{"), 400),
+        (b"x" * 20001, headers(b"x" * 20001), 413),
+        (b"{}", {**headers(b"{}"), "Content-Type": "text/plain"}, 415),
+    ],
+)
+def test_edge_statuses(
+    client: AppClient, engine: FakeEngine, body: bytes, hdrs: dict[str, str], status: int
+) -> None:
+    """Unsigned, forged, malformed, oversized and wrongly typed deliveries are refused."""
+    assert client.post("/webhooks/github", content=body, headers=hdrs).status_code == status
+    idle(client)
+    assert engine.ops() == []
+
+
+def test_ping_is_200_and_other_events_202_ignored(client: AppClient) -> None:
+    """ping answers 200; an event we do not handle is acknowledged and ignored."""
+    ping = json.dumps({"zen": "Keep it simple.", "hook_id": 1, "hook": {}}).encode()
+    assert (
+        client.post("/webhooks/github", content=ping, headers=headers(ping, "ping")).status_code
+        == 200
+    )
+    push = b'{"ref": "refs/heads/main"}'
+    response = client.post("/webhooks/github", content=push, headers=headers(push, "push"))
+    assert response.status_code == 202
+    assert "not handled" in response.json()["ignored"]
+
+
+def test_no_secret_configured_refuses_everything(engine: FakeEngine, registry: Registry) -> None:
+    """Without GITHUB_WEBHOOK_SECRET every delivery is 503, signed or not."""
+    closed = client_for(engine, registry, secrets="")
+    body = package_body()
+    response = closed.post("/webhooks/github", content=body, headers=headers(body))
+    closed.close()
+    assert response.status_code == 503
+    assert engine.ops() == []
