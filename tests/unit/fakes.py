@@ -165,3 +165,16 @@ class FakeClock:
 
 
 __all__ = ["EngineError", "EngineUnavailable", "FakeClock", "FakeEngine", "PullError", "container"]
+
+
+STALE_REF = "ghcr.io/org/workspace-template-a:latest"
+STALE_OLD, STALE_NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
+STALE_DIGEST = "sha256:" + "2" * 64
+
+
+def engine_with_stale_workspace() -> FakeEngine:
+    """An engine whose registry has a new image for runtime `a` and one ws- container on the old."""
+    engine = FakeEngine()
+    engine.publish(STALE_REF, STALE_NEW, STALE_DIGEST)
+    engine.add(container("ws-1", STALE_REF, STALE_OLD))
+    return engine

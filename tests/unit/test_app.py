@@ -15,7 +15,7 @@ from receiver.refresh import RefreshService
 from receiver.swap import Clock, Swapper
 
 from .asgi import AppClient
-from .fakes import FakeClock, FakeEngine, container
+from .fakes import FakeClock, FakeEngine, engine_with_stale_workspace
 
 REF = "ghcr.io/org/workspace-template-a:latest"
 OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
@@ -25,10 +25,7 @@ PATH = "/admin/workspace-images/refresh"
 
 @pytest.fixture
 def engine() -> FakeEngine:
-    engine = FakeEngine()
-    engine.publish(REF, NEW, DIGEST)
-    engine.add(container("ws-1", REF, OLD))
-    return engine
+    return engine_with_stale_workspace()
 
 
 def client_for(engine: FakeEngine, keys: tuple[str, ...] = ("key",)) -> AppClient:

@@ -17,7 +17,7 @@ from receiver.refresh import RefreshService
 from receiver.swap import Clock, Swapper
 
 from .asgi import AppClient
-from .fakes import FakeClock, FakeEngine, container
+from .fakes import FakeClock, FakeEngine, engine_with_stale_workspace
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "github"
 REF = "ghcr.io/org/workspace-template-a:latest"
@@ -64,10 +64,7 @@ class Registry:
 
 @pytest.fixture
 def engine() -> FakeEngine:
-    engine = FakeEngine()
-    engine.publish(REF, NEW, DIGEST)
-    engine.add(container("ws-1", REF, OLD))
-    return engine
+    return engine_with_stale_workspace()
 
 
 def client_for(engine: FakeEngine, registry: Registry, secrets: str = SECRET) -> AppClient:
