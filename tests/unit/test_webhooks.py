@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -173,4 +174,116 @@ def test_no_secret_configured_refuses_everything(engine: FakeEngine, registry: R
     response = closed.post("/webhooks/github", content=body, headers=headers(body))
     closed.close()
     assert response.status_code == 503
+    assert engine.ops() == []
+
+
+def rotated_client(engine: FakeEngine, registry: Registry) -> AppClient:
+    """A receiver holding the new and the old secret while a rotation is under way."""
+    return client_for(engine, registry, secrets="n3w-secret,\ns3cret")
+
+
+@pytest.mark.parametrize("secret", ["n3w-secret", SECRET])
+def test_a_delivery_signed_with_either_rotated_secret_is_accepted(
+    engine: FakeEngine, registry: Registry, secret: str
+) -> None:
+    """During a rotation both the new and the old secret verify."""
+    rotating = rotated_client(engine, registry)
+    body = package_body()
+    response = rotating.post("/webhooks/github", content=body, headers=headers(body, secret=secret))
+    idle(rotating)
+    rotating.close()
+    assert response.status_code == 202
+    assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+
+
+def test_form_encoded_delivery_is_verified_over_the_raw_body(
+    client: AppClient, engine: FakeEngine
+) -> None:
+    """`application/x-www-form-urlencoded` hooks carry the JSON in `payload=`; the HMAC is of
+    the encoded body as sent."""
+    form = urlencode({"payload": package_body().decode()}).encode()
+    hdrs = {**headers(form), "Content-Type": "application/x-www-form-urlencoded"}
+    response = client.post("/webhooks/github", content=form, headers=hdrs)
+    assert response.status_code == 202
+    assert response.json()["runtimes"] == {"a": "scheduled"}
+    idle(client)
+    assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("owner", "matches"), [("ORG", True), ("org", True), ("other", False)])
+def test_package_owner_matches_case_insensitively_and_only_the_watched_owner(
+    client: AppClient, engine: FakeEngine, owner: str, matches: bool
+) -> None:
+    """GitHub keeps the owner's case; GHCR paths are lower case. A same-named package of
+    another owner is not ours."""
+    body = package_body(owner=owner)
+    answer = client.post("/webhooks/github", content=body, headers=headers(body)).json()
+    idle(client)
+    if matches:
+        assert answer["runtimes"] == {"a": "scheduled"}
+        assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+    else:
+        assert "runtimes" not in answer
+        assert answer["ignored"] == "package other/workspace-template-a is not watched"
+        assert engine.ops() == []
+
+
+def dispatch_body(
+    client_payload: dict[str, Any], action: str = "template-image-published"
+) -> bytes:
+    payload: dict[str, Any] = json.loads((FIXTURES / "repository_dispatch.json").read_text())
+    payload["action"], payload["client_payload"] = action, client_payload
+    return json.dumps(payload).encode()
+
+
+def test_dispatch_with_a_digest_schedules_directly(
+    client: AppClient, engine: FakeEngine, registry: Registry
+) -> None:
+    """`client_payload.runtime` + `digest`: no registry lookup, the refresh starts at once."""
+    body = dispatch_body({"runtime": "a", "digest": DIGEST})
+    response = client.post(
+        "/webhooks/github", content=body, headers=headers(body, "repository_dispatch")
+    )
+    assert response.status_code == 202
+    assert response.json()["runtimes"] == {"a": "scheduled"}
+    idle(client)
+    assert registry.requests == []
+    assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+
+
+def test_dispatch_without_a_digest_resolves_it(
+    client: AppClient, engine: FakeEngine, registry: Registry
+) -> None:
+    """`client_payload.runtimes` without a digest: the tag's digest comes from a HEAD."""
+    body = dispatch_body({"runtimes": ["a", "not-watched"]})
+    response = client.post(
+        "/webhooks/github", content=body, headers=headers(body, "repository_dispatch")
+    )
+    assert response.json()["runtimes"] == {"a": "resolving"}
+    idle(client)
+    assert registry.requests[-1] == "HEAD /v2/org/workspace-template-a/manifests/latest"
+    assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("client_payload", "action", "status"),
+    [
+        ({"runtime": "a", "digest": "sha256:short"}, "template-image-published", 400),
+        ({"runtime": "a"}, "some-other-type", 202),
+    ],
+)
+def test_dispatch_refusals(
+    client: AppClient,
+    engine: FakeEngine,
+    client_payload: dict[str, Any],
+    action: str,
+    status: int,
+) -> None:
+    """A malformed digest is the sender's mistake (400); an unaccepted type is ignored."""
+    body = dispatch_body(client_payload, action)
+    response = client.post(
+        "/webhooks/github", content=body, headers=headers(body, "repository_dispatch")
+    )
+    idle(client)
+    assert response.status_code == status
     assert engine.ops() == []
