@@ -1,10 +1,22 @@
-"""A small OCI registry client: the manifest digest of a tag, with bearer-challenge auth."""
+"""An OCI registry client for tag digests: bearer-challenge auth, batched tokens, rate limits.
+
+The flow is the distribution token spec's, as GHCR runs it: an anonymous request gets
+401 with a `Bearer realm=…,service=…` challenge; the token service (HTTP Basic with
+GHCR_USER/GHCR_TOKEN, anonymous otherwise) answers `{"token": …}`; requests carry it
+until it expires (`expires_in`, 60 s when absent) or a 401 says it no longer works.
+For many runtimes on one registry, one token request names every repository (the
+`scope` parameter repeated) so a poll tick costs about one HEAD per runtime; a registry
+that grants only part of such a request is asked per repository from then on.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -22,9 +34,16 @@ MANIFEST_TYPES = ", ".join(
     )
 )
 DEFAULT_TOKEN_SECONDS = 60  # the token spec's default when expires_in is absent (GHCR omits it)
+TOKEN_MARGIN_SECONDS = 5  # renew this early so a token never expires between check and use
+SCOPES_PER_TOKEN = 50  # repositories named in one token request (keeps the URL a few KB)
+CONCURRENCY = 16  # registry requests in flight at once, across all runtimes
+ATTEMPTS = 3  # tries of one request that keeps answering 429
+MAX_RETRY_WAIT = 60.0  # a longer Retry-After gives up until the next tick instead
 _HUB_API = "registry-1.docker.io"
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 _LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class RegistryError(ReceiverError):
@@ -48,69 +67,184 @@ def parse_challenge(header: str) -> dict[str, str] | None:
     if scheme.lower() != "bearer":
         return None
     found = dict(_PARAM.findall(params))
-    return found if "realm" in found else None
+    return found if found.get("realm") else None
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - now
+    return max(seconds, 0.0) if seconds == seconds else None  # NaN is no answer
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float
+    batched: bool
+
+
+@dataclass
+class _Host:
+    """What the client has learnt about one registry host."""
+
+    challenge: dict[str, str] | None = None
+    probed: bool = False  # an answer came back, so `challenge` None means no auth needed
+    multi_scope: bool = True
+    not_before: float = 0.0
+    tokens: dict[str, _Token] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    """Requests sent, by kind (benchmarks and the status page read these)."""
+
+    head: int = 0
+    token: int = 0
+    rate_limited: int = 0
 
 
 class RegistryClient:
-    """HEADs manifests; fetches and caches bearer tokens when the registry challenges."""
+    """Tells the digest a tag points at, for one image or for many at once."""
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         credentials: tuple[str, str] | None = None,
+        *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self.http = http
         self.credentials = credentials
         self.clock = clock
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self.counters = Counters()
+        self._hosts: dict[str, _Host] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lookups: dict[ImageRef, asyncio.Future[str]] = {}
 
     async def digest(self, ref: ImageRef) -> str:
-        """The digest the registry serves for `ref`'s tag (Docker-Content-Digest)."""
+        """The digest the registry serves for `ref`'s tag; concurrent asks share one lookup."""
+        running = self._lookups.get(ref)
+        if running is not None:
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._lookup(ref))
+        self._lookups[ref] = task
+        task.add_done_callback(lambda _: self._lookups.pop(ref, None))
+        return await asyncio.shield(task)
+
+    async def digests(self, refs: Iterable[ImageRef]) -> dict[ImageRef, str | RegistryError]:
+        """Digests of many tags: one token request per registry (where it allows), HEADs in
+        parallel up to the concurrency bound. Each failure is returned, never raised."""
+        wanted = list(dict.fromkeys(refs))
+        results: dict[ImageRef, str | RegistryError] = {}
+
+        async def one(ref: ImageRef) -> None:
+            try:
+                results[ref] = await self.digest(ref)
+            except RegistryError as exc:
+                results[ref] = exc
+
+        by_host: dict[str, list[ImageRef]] = {}
+        for ref in wanted:
+            by_host.setdefault(ref.registry, []).append(ref)
+        rest: list[ImageRef] = []
+        for registry, host_refs in by_host.items():
+            host = self._host(registry)
+            if not host.probed:
+                # The first answer tells whether the registry wants tokens, and where from.
+                await one(host_refs[0])
+                host_refs = host_refs[1:]
+            await self._prefetch(registry, [ref.repository for ref in host_refs])
+            rest += host_refs
+        await asyncio.gather(*(one(ref) for ref in rest))
+        return {ref: results[ref] for ref in wanted}
+
+    async def _lookup(self, ref: ImageRef) -> str:
         url = f"{base_url(ref.registry)}/v2/{ref.repository}/manifests/{ref.pull_tag}"
-        key = f"{ref.registry}/{ref.repository}"
-        response = await self._head(url, self._cached(key))
+        host = self._host(ref.registry)
+        token = self._cached(host, ref.repository)
+        if token is None and host.challenge is not None:
+            token = await self._token(ref.registry, [ref.repository])
+        response = await self._head(ref.registry, url, token)
+        host.probed = True
         if response.status_code == 401:
             challenge = parse_challenge(response.headers.get("www-authenticate", ""))
             if challenge is None:
                 raise RegistryError(
                     f"{ref}: registry refused without a bearer challenge", status=401
                 )
-            token = await self._token(key, challenge, ref.repository)
-            response = await self._head(url, token)
-        if response.status_code != 200:
-            raise RegistryError(
-                f"{ref}: registry answered {response.status_code}", status=response.status_code
-            )
-        digest = str(response.headers.get("docker-content-digest", ""))
-        if not is_digest(digest):
-            raise RegistryError(f"{ref}: registry sent no usable Docker-Content-Digest", status=200)
-        return digest
+            batched = token is not None and token.batched
+            host.challenge = challenge
+            host.tokens.pop(ref.repository, None)
+            token = await self._token(ref.registry, [ref.repository])
+            response = await self._head(ref.registry, url, token)
+            if batched and response.status_code == 200:
+                # A token naming several repositories was not honoured for this one.
+                host.multi_scope = False
+        return _digest_from(ref, response)
 
-    async def _head(self, url: str, token: str | None) -> httpx.Response:
+    async def _head(self, registry: str, url: str, token: _Token | None) -> httpx.Response:
         headers = {"Accept": MANIFEST_TYPES}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            return await self.http.head(url, headers=headers)
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"registry unreachable: {type(exc).__name__}") from exc
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.value}"
+        self.counters.head += 1
+        return await self._send(registry, self.http.build_request("HEAD", url, headers=headers))
 
-    def _cached(self, key: str) -> str | None:
-        cached = self._tokens.get(key)
-        if cached is None or cached[1] <= self.clock():
+    async def _prefetch(self, registry: str, repositories: Sequence[str]) -> None:
+        """Fetch tokens for every repository lacking one, several to a request."""
+        host = self._host(registry)
+        if host.challenge is None or not host.multi_scope:
+            return
+        missing = [repo for repo in repositories if self._cached(host, repo) is None]
+        if len(missing) < 2:
+            return
+        chunks = [
+            missing[start : start + SCOPES_PER_TOKEN]
+            for start in range(0, len(missing), SCOPES_PER_TOKEN)
+        ]
+        # A failed batch is not fatal: each lookup then asks for its own token.
+        await asyncio.gather(
+            *(self._token(registry, chunk) for chunk in chunks), return_exceptions=True
+        )
+
+    def _cached(self, host: _Host, repository: str) -> _Token | None:
+        token = host.tokens.get(repository)
+        if token is None or token.expires <= self.clock():
             return None
-        return cached[0]
+        return token
 
-    async def _token(self, key: str, challenge: dict[str, str], repository: str) -> str:
-        params = {"scope": f"repository:{repository}:pull"}
+    async def _token(self, registry: str, repositories: Sequence[str]) -> _Token:
+        host = self._host(registry)
+        challenge = host.challenge or {}
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("scope", f"repository:{repo}:pull") for repo in repositories
+        ]
         if "service" in challenge:
-            params["service"] = challenge["service"]
+            params.append(("service", challenge["service"]))
         auth = httpx.BasicAuth(*self.credentials) if self.credentials else None
-        try:
-            response = await self.http.get(challenge["realm"], params=params, auth=auth)
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"token service unreachable: {type(exc).__name__}") from exc
+        self.counters.token += 1
+        request = self.http.build_request("GET", challenge["realm"], params=params)
+        response = await self._send(registry, request, auth)
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                "token service refused the credentials"
+                + ("" if self.credentials else " (no GHCR_USER/GHCR_TOKEN set)"),
+                status=response.status_code,
+            )
         if response.status_code != 200:
             raise RegistryError(
                 f"token service answered {response.status_code}", status=response.status_code
@@ -119,13 +253,68 @@ class RegistryClient:
             body = response.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict):
+        value = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(value, str) or not value:
             raise RegistryError("token service sent no token")
-        token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise RegistryError("token service sent no token")
-        expires = body.get("expires_in")
-        lifetime = expires if isinstance(expires, int) and expires > 0 else DEFAULT_TOKEN_SECONDS
-        # Renew a little early so a token never expires between the check and the request.
-        self._tokens[key] = (token, self.clock() + max(lifetime - 5, 1))
+        expires = body.get("expires_in") if isinstance(body, dict) else None
+        lifetime = (
+            expires
+            if isinstance(expires, int | float) and not isinstance(expires, bool) and expires > 0
+            else DEFAULT_TOKEN_SECONDS
+        )
+        token = _Token(
+            value,
+            self.clock() + max(lifetime - TOKEN_MARGIN_SECONDS, 1),
+            batched=len(repositories) > 1,
+        )
+        for repo in repositories:
+            host.tokens[repo] = token
         return token
+
+    async def _send(
+        self, registry: str, request: httpx.Request, auth: httpx.Auth | None = None
+    ) -> httpx.Response:
+        """One request: bounded concurrency, a 429's Retry-After honoured for the whole host."""
+        host = self._host(registry)
+        for attempt in range(1, ATTEMPTS + 1):
+            wait = host.not_before - self.clock()
+            if wait > 0:
+                await self.sleep(wait)
+            async with self._slots:
+                try:
+                    response = await self.http.send(request, auth=auth)
+                except httpx.HTTPError as exc:
+                    what = "token service" if request.method == "GET" else "registry"
+                    raise RegistryError(f"{what} unreachable: {type(exc).__name__}") from exc
+            if response.status_code != 429:
+                return response
+            self.counters.rate_limited += 1
+            told = retry_after(response.headers.get("retry-after"), self.wall_clock())
+            delay = told if told is not None else float(2 ** (attempt - 1))
+            if delay > MAX_RETRY_WAIT or attempt == ATTEMPTS:
+                raise RegistryError(
+                    f"registry rate limit (429); retry after {delay:.0f} s", status=429
+                )
+            host.not_before = max(host.not_before, self.clock() + delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _host(self, registry: str) -> _Host:
+        host = self._hosts.get(registry)
+        if host is None:
+            host = self._hosts[registry] = _Host()
+        return host
+
+
+def _digest_from(ref: ImageRef, response: httpx.Response) -> str:
+    if response.status_code == 401:
+        raise RegistryError(f"{ref}: access denied (check GHCR_USER/GHCR_TOKEN)", status=401)
+    if response.status_code == 404:
+        raise RegistryError(f"{ref}: no such manifest (404)", status=404)
+    if response.status_code != 200:
+        raise RegistryError(
+            f"{ref}: registry answered {response.status_code}", status=response.status_code
+        )
+    digest = str(response.headers.get("docker-content-digest", ""))
+    if not is_digest(digest):
+        raise RegistryError(f"{ref}: registry sent no usable Docker-Content-Digest", status=200)
+    return digest
