@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,8 +88,12 @@ async def read_capped(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def routes(coordinator: Coordinator, tokens: AdminTokens | None) -> list[Route]:
-    """The admin routes, bound to the coordinator and the admin token verifier."""
+def routes(
+    coordinator: Coordinator,
+    tokens: AdminTokens | None,
+    status: Callable[[], dict[str, Any]],
+) -> list[Route]:
+    """The admin routes, bound to the coordinator, the token verifier and the status source."""
 
     async def refresh(request: Request) -> JSONResponse:
         denied = authorize(request, tokens)
@@ -110,4 +115,11 @@ def routes(coordinator: Coordinator, tokens: AdminTokens | None) -> list[Route]:
             return error(500, str(exc))
         return JSONResponse(result.as_json())
 
-    return [Route("/admin/workspace-images/refresh", refresh, methods=["POST"])]
+    async def show_status(request: Request) -> JSONResponse:
+        denied = authorize(request, tokens)
+        return denied if denied is not None else JSONResponse(status())
+
+    return [
+        Route("/admin/workspace-images/refresh", refresh, methods=["POST"]),
+        Route("/admin/status", show_status, methods=["GET"]),
+    ]

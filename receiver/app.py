@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -12,14 +14,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import admin, webhooks
+from . import admin, status, webhooks
 from .admin_auth import AdminTokens
 from .config import Config
 from .digests import Coordinator, DigestBook
 from .engine import Engine
 from .errors import EngineError
+from .poller import Poller, registry_fetch
 from .refresh import RefreshService
 from .registry import RegistryClient
+
+log = logging.getLogger(__name__)
 
 REGISTRY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Background refreshes get this long to finish at shutdown before they are cancelled.
@@ -46,19 +51,40 @@ def create_app(
             return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    async def background() -> None:
+        # Boot: seed the book from the host first, so the first tick compares with it.
+        try:
+            await coordinator.seed_from_host()
+        except EngineError as exc:
+            log.warning("boot: cannot read the host's images yet (%s); the poller retries", exc)
+        if poller is not None:
+            await poller.run()
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(background(), name="receiver-background")
         yield
+        # Stop observing first, then let refreshes in flight finish (bounded).
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await coordinator.drain(DRAIN_SECONDS)
         if on_shutdown is not None:
             await on_shutdown()
 
     images = {runtime: settings.image_for(runtime) for runtime in settings.runtimes}
+    poller = (
+        Poller(coordinator, registry_fetch(registry, images), settings.poll_interval)
+        if settings.auto_refresh
+        else None
+    )
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            *admin.routes(coordinator, tokens),
+            *admin.routes(
+                coordinator, tokens, lambda: status.snapshot(coordinator.book, images, poller)
+            ),
             *webhooks.routes(
                 coordinator,
                 registry,
@@ -72,6 +98,7 @@ def create_app(
     )
     # Exposed for status pages and for tests that wait for background refreshes.
     app.state.coordinator = coordinator
+    app.state.poller = poller
     return app
 
 

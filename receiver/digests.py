@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anyio import to_thread
 
 from .errors import EngineError
 from .refresh import RefreshResult, RefreshService
+from .seeding import HostSeed, host_seeds
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class RuntimeState:
     pending: Pending | None = None
     last_trigger: dict[str, object] = field(default_factory=dict)
     last_refresh: dict[str, object] = field(default_factory=dict)
+    last_poll: dict[str, object] = field(default_factory=dict)
+    # Boot seeding: whether the host's images were read, and whether they disagreed.
+    host_checked: bool = False
+    host_stale: bool = False
 
 
 class DigestBook:
@@ -64,6 +69,7 @@ class DigestBook:
         ok = runtime in result.pulled and not result.failed
         if ok and runtime in result.digests:
             state.seen = result.digests[runtime]
+            state.host_stale = False
         state.last_refresh = {
             "at": self.clock(),
             "source": source,
@@ -75,6 +81,19 @@ class DigestBook:
     def note_trigger(self, runtime: str, digest: str | None, source: str) -> None:
         """Remember the last trigger for status pages."""
         self.states[runtime].last_trigger = {"at": self.clock(), "source": source, "digest": digest}
+
+    def note_poll(self, runtime: str, digest: str | None, error: str | None) -> None:
+        """Remember the poller's last observation of a runtime's tag."""
+        self.states[runtime].last_poll = {"at": self.clock(), "digest": digest, "error": error}
+
+    def apply_host_seeds(self, seeds: Mapping[str, HostSeed]) -> None:
+        """Seed `seen` from what the host runs (boot), without overriding what is known."""
+        for runtime, seed in seeds.items():
+            state = self.states[runtime]
+            if seed.digest is not None:
+                self.seed(runtime, seed.digest)
+            state.host_stale = seed.stale and state.seen is None
+            state.host_checked = True
 
 
 Runner = Callable[[Callable[[], RefreshResult]], Awaitable[RefreshResult]]
@@ -147,6 +166,19 @@ class Coordinator:
         for result in results:
             merged.merge(result)
         return merged
+
+    async def seed_from_host(self, runtimes: Sequence[str] | None = None) -> None:
+        """Seed the book from the images the host runs; EngineError when the engine is down."""
+        names = list(self.book.states if runtimes is None else runtimes)
+        service = self.service
+        seeds = await to_thread.run_sync(host_seeds, service.engine, service.config, names)
+        self.book.apply_host_seeds(seeds)
+        for runtime, seed in seeds.items():
+            log.info(
+                "runtime %s: host runs %s",
+                runtime,
+                seed.digest or ("mixed or unknown images" if seed.stale else "nothing yet"),
+            )
 
     async def drain(self, timeout: float) -> None:
         """Wait for background refreshes to finish, up to `timeout` seconds, then cancel them."""

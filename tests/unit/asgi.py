@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -19,6 +20,12 @@ class AppClient:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._runner = asyncio.Runner()
+        self._lifespan = contextlib.AsyncExitStack()
+
+    def start(self) -> None:
+        """Run the app's lifespan startup (httpx's ASGI transport does not)."""
+        app: Any = self.app
+        self.run(self._lifespan.enter_async_context(app.router.lifespan_context(app)))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the client's loop (e.g. to wait for background work)."""
@@ -39,5 +46,6 @@ class AppClient:
         return self.request("POST", path, **kwargs)
 
     def close(self) -> None:
-        """Close the event loop."""
+        """Run the lifespan shutdown if it was started, then close the event loop."""
+        self.run(self._lifespan.aclose())
         self._runner.close()

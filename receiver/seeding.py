@@ -1,0 +1,61 @@
+"""Boot seeding: the digest each runtime's containers already run, read from the host.
+
+With `seen` seeded from the host, an update published while the receiver was down is
+caught on the first poll, and a restart alone recreates nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import imageref
+from .config import Config
+from .engine import Engine, Image
+from .refresh import matches
+
+
+@dataclass(frozen=True)
+class HostSeed:
+    """What the host runs for one runtime.
+
+    `digest` is the registry digest every matching container (or, without containers, the
+    local tag) runs. `stale` means the containers disagree or run an image the registry
+    never served, so the first observation of the registry should refresh, not just seed.
+    """
+
+    digest: str | None
+    stale: bool = False
+
+
+def decide(container_digests: Sequence[str | None], tag_digest: str | None) -> HostSeed:
+    """The seed from the digests the runtime's containers run and the local tag's digest."""
+    if not container_digests:
+        return HostSeed(tag_digest)
+    distinct = set(container_digests)
+    if len(distinct) == 1 and None not in distinct:
+        return HostSeed(container_digests[0])
+    return HostSeed(None, stale=True)
+
+
+def host_seeds(engine: Engine, config: Config, runtimes: Sequence[str]) -> dict[str, HostSeed]:
+    """Read each runtime's seed from the engine; EngineUnavailable when it cannot list."""
+    containers = engine.list_containers(config.container_prefix)
+    images: dict[str, Image | None] = {}
+
+    def image(ref_or_id: str) -> Image | None:
+        if ref_or_id not in images:
+            images[ref_or_id] = engine.image(ref_or_id)
+        return images[ref_or_id]
+
+    def digest_of(ref_or_id: str, ref: imageref.ImageRef) -> str | None:
+        found = image(ref_or_id)
+        return imageref.digest_for(list(found.repo_digests), ref) if found else None
+
+    seeds: dict[str, HostSeed] = {}
+    for runtime in runtimes:
+        ref = config.image_for(runtime)
+        mine = [c for c in containers if matches(c, config.container_prefix, ref)]
+        running = [digest_of(str(c.get("Image", "")), ref) for c in mine]
+        seeds[runtime] = decide(running, None if mine else digest_of(str(ref), ref))
+    return seeds
