@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from receiver.logs import JsonFormatter
+from receiver.logs import JsonFormatter, setup
 
 
 def test_json_lines_carry_message_level_and_extras() -> None:
@@ -21,3 +21,18 @@ def test_json_lines_carry_message_level_and_extras() -> None:
     assert entry["level"] == "info"
     assert entry["logger"] == "receiver.refresh"
     assert entry["runtime"] == "claude-code"
+
+
+def test_registry_requests_are_logged_only_at_debug() -> None:
+    """httpx's per-request INFO lines would flood the log every poll tick."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup("INFO")
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        setup("DEBUG")
+        assert logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.getLogger("httpx").setLevel(logging.NOTSET)

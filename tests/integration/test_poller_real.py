@@ -1,0 +1,106 @@
+"""The poller on the real engine and registry: an update published while the receiver was
+down is applied on the first tick; a restart alone recreates nothing; a runtime whose
+repository is missing does not hold the others back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.service import ReceiverProcess
+from tests.stack import Stack
+
+from .test_service_real import receiver_env
+
+
+def status(server: ReceiverProcess, token: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{server.base}/admin/status", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_for(what: str, check: Any, server: ReceiverProcess, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; receiver log:\n{server.log()}")
+
+
+def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    runtime, missing = stack.unique("rt"), stack.unique("gone")
+    prefix = f"{stack.unique('ws')}-"
+    stack.track_container(prefix)
+    v1 = stack.publish(f"org/workspace-template-{runtime}", version="v1")
+    for name in ("one", "two"):
+        stack.run_container(f"{prefix}{name}", v1.ref)
+    # Published while no receiver runs: no webhook will ever say so.
+    v2 = stack.publish(f"org/workspace-template-{runtime}", version="v2")
+    env = {
+        **receiver_env(stack, f"{runtime},{missing}", prefix),
+        "IMAGE_AUTO_REFRESH": "true",
+        "POLL_INTERVAL": "600",
+    }
+
+    def images() -> dict[str, tuple[str, bool]]:
+        """Container id → (image id, running), by the workspace names."""
+        found = {}
+        for name in ("one", "two"):
+            inspect = stack.client.api.inspect_container(f"{prefix}{name}")
+            found[inspect["Id"]] = (inspect["Image"], inspect["State"]["Running"])
+        return found
+
+    first = ReceiverProcess(env, tmp_path / "first.log")
+    try:
+        first.wait_ready("/healthz")
+        token = first.admin_token(ttl=300)
+        wait_for(
+            "the first tick's refresh",
+            lambda: set(images().values()) == {(v2.image_id, True)},
+            first,
+        )
+        wait_for(
+            "the book to commit v2",
+            lambda: status(first, token)["runtimes"][runtime]["seen"] == v2.digest,
+            first,
+        )
+        shown = status(first, token)
+    finally:
+        assert first.stop(timeout=60) == 0
+    mine = shown["runtimes"][runtime]
+    assert mine["last_trigger"]["source"] == "poll"
+    assert mine["last_refresh"]["ok"] is True
+    assert sorted(mine["last_refresh"]["recreated"]) == [f"{prefix}one", f"{prefix}two"]
+    assert shown["runtimes"][missing]["last_poll"]["error"].endswith("(404)")
+    assert shown["runtimes"][missing]["seen"] is None
+    assert shown["poller"]["last_tick"]["outcomes"] == {
+        runtime: "scheduled",
+        missing: "fetch failed",
+    }
+
+    after_first = images()
+    second = ReceiverProcess(env, tmp_path / "second.log")
+    try:
+        second.wait_ready("/healthz")
+        wait_for(
+            "the second receiver's first tick",
+            lambda: status(second, token)["poller"]["ticks"] >= 1,
+            second,
+        )
+        shown = status(second, token)
+    finally:
+        assert second.stop(timeout=60) == 0
+    # Seeded from the host at boot: the tick finds nothing new and touches nothing.
+    assert shown["runtimes"][runtime]["seen"] == v2.digest
+    assert shown["poller"]["last_tick"]["outcomes"][runtime] == "unchanged"
+    assert shown["runtimes"][runtime]["last_refresh"] is None
+    assert images() == after_first
