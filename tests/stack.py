@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -268,6 +268,57 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) 
         return False
 
 
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a daemon in its own session, its output appended to `log`."""
+    # Output goes to a file, not a pipe: nobody would drain a pipe, and an open pipe
+    # left at exit is a ResourceWarning (an error under the test suite's filters).
+    # A new session keeps a terminal's Ctrl-C from reaching the daemon before
+    # close() has removed the containers and mounts.
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_set_pdeathsig,
+        )
+
+
+def _serve_registry(
+    tmp: Path,
+    name: str,
+    settings: Callable[[str], Mapping[str, Any]],
+    ready: Callable[[str], bool] | None = None,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start ``docker-registry`` on a free loopback port; return its host:port and process.
+
+    `settings` maps the ``127.0.0.1:PORT`` address to the registry's configuration, which
+    is written to ``<tmp>/<name>.yml``; the log goes to ``<tmp>/<name>.log``.  `ready`
+    tells whether the registry at an address answers (default: ``/v2/`` answers 200).
+    """
+    answers = ready or functools.partial(_registry_ok, timeout=1)
+    log = tmp / f"{name}.log"
+    config = tmp / f"{name}.yml"
+    # The free port may be taken between probing and binding; try a few times.
+    for _attempt in range(5):
+        address = f"127.0.0.1:{_free_port()}"
+        # JSON is YAML, and needs no YAML library.
+        config.write_text(json.dumps(settings(address)))
+        proc = _spawn(["docker-registry", "serve", str(config)], log)
+        try:
+            deadline = time.monotonic() + REGISTRY_START_TIMEOUT
+            while proc.poll() is None and time.monotonic() < deadline:
+                if answers(address):
+                    return address, proc
+                time.sleep(0.1)
+        except BaseException:
+            _stop_process(proc, timeout=5)
+            raise
+        _stop_process(proc, timeout=5)
+    raise RuntimeError(f"docker-registry did not start; tail of {log}:\n{_log_tail(log)}")
+
+
 class Stack:
     """A Docker engine plus registry to test against; use as a context manager."""
 
@@ -370,7 +421,7 @@ class Stack:
             "--containerd-plugins-namespace=receiver-test-plugins",
             "--shutdown-timeout=5",
         ]
-        self._engine_proc = self._spawn(args, log)
+        self._engine_proc = _spawn(args, log)
         self.started_engine = True
         self.docker_host = f"unix://{sock}"
         deadline = time.monotonic() + ENGINE_START_TIMEOUT
@@ -402,51 +453,20 @@ class Stack:
                 "no registry: set RECEIVER_TEST_REGISTRY or install docker-registry"
             )
         tmp = self._tmpdir(workdir)
-        log = tmp / "registry.log"
-        config = tmp / "registry.yml"
-        # The free port may be taken between probing and binding; try a few times.
-        for _attempt in range(5):
-            port = _free_port()
-            self.registry = f"127.0.0.1:{port}"
-            config.write_text(
-                json.dumps(  # JSON is YAML, and needs no YAML library
-                    {
-                        "version": 0.1,
-                        "log": {"level": "info"},
-                        "storage": {
-                            "filesystem": {"rootdirectory": str(tmp / "registry")},
-                            "delete": {"enabled": True},
-                        },
-                        "http": {"addr": self.registry},
-                    }
-                )
-            )
-            self._registry_proc = self._spawn(["docker-registry", "serve", str(config)], log)
-            self.started_registry = True
-            deadline = time.monotonic() + REGISTRY_START_TIMEOUT
-            while self._registry_proc.poll() is None and time.monotonic() < deadline:
-                if _registry_ok(self.registry, timeout=1):
-                    return
-                time.sleep(0.1)
-            _stop_process(self._registry_proc, timeout=5)
-            self._registry_proc = None
-        raise RuntimeError(f"docker-registry did not start; tail of {log}:\n{_log_tail(log)}")
 
-    @staticmethod
-    def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-        # Output goes to a file, not a pipe: nobody would drain a pipe, and an open pipe
-        # left at exit is a ResourceWarning (an error under the test suite's filters).
-        # A new session keeps a terminal's Ctrl-C from reaching the daemon before
-        # close() has removed the containers and mounts.
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_set_pdeathsig,
-            )
+        def settings(address: str) -> dict[str, Any]:
+            return {
+                "version": 0.1,
+                "log": {"level": "info"},
+                "storage": {
+                    "filesystem": {"rootdirectory": str(tmp / "registry")},
+                    "delete": {"enabled": True},
+                },
+                "http": {"addr": address},
+            }
+
+        self.registry, self._registry_proc = _serve_registry(tmp, "registry", settings)
+        self.started_registry = True
 
     def close(self) -> None:
         """Remove tracked containers and images, stop what was started, delete the temp dir."""
@@ -542,11 +562,17 @@ class Stack:
         entrypoint: list[str] | None = None,
         workdir: str | None = None,
         volumes: list[str] | None = None,
+        registry: str | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> Published:
-        """Build a busybox image whose /version holds `version`, push it, drop the local tag."""
+        """Build a busybox image whose /version holds `version`, push it, drop the local tag.
+
+        The push goes to the stack's registry unless `registry` names another; `auth` is
+        the (username, password) the engine pushes with.
+        """
         # CMD is DEFAULT_CMD unless `cmd` or `entrypoint` is given: a default CMD would
         # otherwise become arguments to the entrypoint.
-        name = f"{self.registry}/{repository}"
+        name = f"{registry or self.registry}/{repository}"
         ref = f"{name}:{tag}"
         changes = _changes(env, labels, cmd, entrypoint, workdir, volumes)
         result = self.client.api.import_image(
@@ -557,7 +583,10 @@ class Stack:
         self._image_ids.add(image_id)
         digest = ""
         try:
-            stream = self.client.api.push(name, tag=tag, stream=True, decode=True)
+            auth_config = {"username": auth[0], "password": auth[1]} if auth else None
+            stream = self.client.api.push(
+                name, tag=tag, stream=True, decode=True, auth_config=auth_config
+            )
             for item in _check_stream(stream, f"push of {ref}"):
                 aux = item.get("aux")
                 if isinstance(aux, dict) and aux.get("Digest"):
