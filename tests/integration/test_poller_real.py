@@ -12,6 +12,7 @@ import httpx
 
 from tests.service import ReceiverProcess
 from tests.stack import Stack
+from tests.token_registry import TokenRegistry
 
 from .test_service_real import receiver_env
 
@@ -104,3 +105,66 @@ def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(
     assert shown["poller"]["last_tick"]["outcomes"][runtime] == "unchanged"
     assert shown["runtimes"][runtime]["last_refresh"] is None
     assert images() == after_first
+
+
+def test_poller_on_a_token_registry_batches_tokens_and_pulls_with_credentials(
+    stack: Stack, token_registry: TokenRegistry, tmp_path: Path
+) -> None:
+    """Private repositories behind a GHCR-like token service: the first tick costs one token
+    request to learn the challenge plus one naming every other repository, and the engine
+    pulls with GHCR_USER/GHCR_TOKEN."""
+    token_registry.reset()
+    creds = ("reader", token_registry.users["reader"])
+    runtimes = [stack.unique("rt") for _ in range(3)]
+    prefix = f"{stack.unique('ws')}-"
+    stack.track_container(prefix)
+    newest = {}
+    for runtime in runtimes:
+        repo = f"private/workspace-template-{runtime}"
+        v1 = stack.publish(repo, version="v1", registry=token_registry.registry, auth=creds)
+        name, tag = v1.ref.rsplit(":", 1)
+        auth = {"username": creds[0], "password": creds[1]}
+        stack.client.api.pull(name, tag=tag, auth_config=auth)
+        stack.run_container(f"{prefix}{runtime}", v1.ref)
+        newest[runtime] = stack.publish(
+            repo, version="v2", registry=token_registry.registry, auth=creds
+        )
+    token_registry.reset_log()
+    template = f"{token_registry.registry}/private/workspace-template-{{runtime}}:latest"
+    env = {
+        **receiver_env(stack, ",".join(runtimes), prefix),
+        "IMAGE_TEMPLATE": template,
+        "GHCR_USER": creds[0],
+        "GHCR_TOKEN": creds[1],
+        "IMAGE_AUTO_REFRESH": "true",
+        "POLL_INTERVAL": "600",
+    }
+
+    def on_v2() -> bool:
+        for runtime in runtimes:
+            inspect = stack.client.api.inspect_container(f"{prefix}{runtime}")
+            if inspect["Image"] != newest[runtime].image_id or not inspect["State"]["Running"]:
+                return False
+        return True
+
+    server = ReceiverProcess(env, tmp_path / "serve.log")
+    try:
+        server.wait_ready("/healthz")
+        token = server.admin_token(ttl=300)
+        wait_for("every runtime on v2", on_v2, server)
+        wait_for(
+            "the book to commit",
+            lambda: all(
+                status(server, token)["runtimes"][r]["seen"] == newest[r].digest for r in runtimes
+            ),
+            server,
+        )
+    finally:
+        assert server.stop(timeout=60) == 0
+    # The engine's own token requests carry `account=`; the receiver's do not.
+    polls = [r for r in token_registry.token_requests() if r.account is None]
+    assert [len(r.scopes) for r in polls] == [1, 2]
+    assert all(r.user == "reader" and r.status == 200 for r in polls)
+    pulls = [r for r in token_registry.token_requests() if r.account is not None]
+    assert len(pulls) >= len(runtimes)
+    assert creds[1] not in server.log()
