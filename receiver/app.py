@@ -52,9 +52,9 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     async def background() -> None:
-        # Boot: seed the book from the host first, so the first tick compares with it.
+        # Boot: repair cut-short swaps and seed the book from the host, before the first tick.
         try:
-            await coordinator.seed_from_host()
+            await coordinator.boot()
         except EngineError as exc:
             log.warning("boot: cannot read the host's images yet (%s); the poller retries", exc)
         if poller is not None:

@@ -60,6 +60,7 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     swap: SwapSettings = SwapSettings()
+    image_cleanup: bool = False
     docker_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def image_for(self, runtime: str) -> imageref.ImageRef:
@@ -205,6 +206,7 @@ def load(env: Mapping[str, str]) -> Config:
             health_timeout=r.number("SWAP_HEALTH_TIMEOUT", 60.0, minimum=1),
             stop_timeout=int(r.number("SWAP_STOP_TIMEOUT", 10, minimum=0, integer=True)),
         ),
+        image_cleanup=r.flag("IMAGE_CLEANUP"),
         docker_env={name: env[name] for name in DOCKER_ENV_NAMES if env.get(name)},
     )
     if r.problems:

@@ -167,6 +167,15 @@ class Coordinator:
             merged.merge(result)
         return merged
 
+    async def boot(self, runtimes: Sequence[str] | None = None) -> None:
+        """At start: repair swaps a crash cut short, then seed the book from the host.
+
+        Raises EngineError when the engine cannot be read (the poller tries again).
+        """
+        names = list(self.book.states if runtimes is None else runtimes)
+        await to_thread.run_sync(self.service.repair, names)  # repair.py logs what it does
+        await self.seed_from_host(names)
+
     async def seed_from_host(self, runtimes: Sequence[str] | None = None) -> None:
         """Seed the book from the images the host runs; EngineError when the engine is down."""
         names = list(self.book.states if runtimes is None else runtimes)

@@ -176,6 +176,17 @@ class DockerEngine:
         """Remove a container, always keeping its volumes (v=False)."""
         self._call(lambda api: api.remove_container(container_id, v=False, force=force))
 
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image unless a container (running or not) or a second tag holds it."""
+        try:
+            self._call(lambda api: api.remove_image(image_id, force=False, noprune=False))
+        except EngineUnavailable:
+            raise
+        except EngineError as exc:
+            log.info("image %s kept: %s", image_id[:19], exc)
+            return False
+        return True
+
     def _connect(self, container_id: str, network: str, endpoint: Mapping[str, Any]) -> None:
         ipam = endpoint.get("IPAMConfig") or {}
         self._call(

@@ -12,6 +12,11 @@ from .imageref import ImageRef
 Inspect = Mapping[str, Any]
 
 
+def container_name(container: Inspect) -> str:
+    """A container's name without the engine's leading slash."""
+    return str(container.get("Name", "")).lstrip("/")
+
+
 @dataclass(frozen=True)
 class Image:
     """A local image: its id, the registry digests it is known by, and its config."""
@@ -63,3 +68,6 @@ class Engine(Protocol):
 
     def remove(self, container_id: str, *, force: bool = False) -> None:
         """Remove a container, always keeping its volumes."""
+
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image no container uses (never forced); False when the engine refuses."""

@@ -105,7 +105,7 @@ class Poller:
         unchecked = [name for name in runtimes if not book.states[name].host_checked]
         if unchecked:
             try:
-                await self.coordinator.seed_from_host(unchecked)
+                await self.coordinator.boot(unchecked)
             except EngineError as exc:
                 log.warning("poll: cannot read the host's images yet: %s", exc)
         try:

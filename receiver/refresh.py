@@ -11,8 +11,9 @@ from typing import Any
 
 from . import imageref
 from .config import Config
-from .engine import Engine, Image, Inspect
+from .engine import Engine, Image, Inspect, container_name
 from .errors import EngineError, SwapError, UnknownRuntime
+from .repair import repair
 from .swap import Swapper, is_aside
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class RefreshResult:
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, str] = field(default_factory=dict)
+    removed_images: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -43,6 +46,8 @@ class RefreshResult:
         self.unchanged += other.unchanged
         self.failed.update(other.failed)
         self.digests.update(other.digests)
+        self.repaired.update(other.repaired)
+        self.removed_images += other.removed_images
 
     def as_json(self) -> dict[str, Any]:
         """The contract's JSON shape, lists sorted so answers are stable."""
@@ -52,12 +57,9 @@ class RefreshResult:
             "unchanged": sorted(self.unchanged),
             "failed": dict(sorted(self.failed.items())),
             "digests": dict(sorted(self.digests.items())),
+            "repaired": dict(sorted(self.repaired.items())),
+            "removed_images": sorted(self.removed_images),
         }
-
-
-def container_name(container: Inspect) -> str:
-    """A container's name without the engine's leading slash."""
-    return str(container.get("Name", "")).lstrip("/")
 
 
 def matches(container: Inspect, prefix: str, ref: imageref.ImageRef) -> bool:
@@ -128,6 +130,8 @@ class RefreshService:
         with self._locks[runtime]:
             ref = self.config.image_for(runtime)
             result = RefreshResult()
+            if recreate:
+                containers = self._repair(runtime, containers, result)
             try:
                 image = self.engine.pull(ref)
             except EngineError as exc:
@@ -139,12 +143,35 @@ class RefreshService:
             if digest:
                 result.digests[runtime] = digest
             log.info("runtime %s: pulled %s (%s)", runtime, ref, digest or image.id)
-            if recreate:
-                if containers is None:
-                    containers = self.engine.list_containers(self.config.container_prefix)
+            if recreate and containers is not None:
                 mine = [c for c in containers if matches(c, self.config.container_prefix, ref)]
                 self._recreate(runtime, mine, image, str(ref), force, result)
             return result
+
+    def repair(self, runtimes: Sequence[str] | None = None) -> RefreshResult:
+        """Finish or undo swaps a crash cut short (see repair.py); run at start.
+
+        Raises EngineUnavailable when containers cannot be listed.
+        """
+        names = self.check_runtimes(runtimes)
+        containers = self.engine.list_containers(self.config.container_prefix)
+        result = RefreshResult()
+        for runtime in names:
+            with self._locks[runtime]:
+                self._repair(runtime, containers, result)
+        return result
+
+    def _repair(
+        self, runtime: str, containers: Sequence[Inspect] | None, result: RefreshResult
+    ) -> Sequence[Inspect]:
+        """Repair the runtime's containers left aside; the container list as it is after."""
+        prefix = self.config.container_prefix
+        if containers is None:
+            containers = self.engine.list_containers(prefix)
+        done = repair(self.engine, containers, prefix, self.config.image_for(runtime))
+        for item in done:
+            result.repaired[item.name] = item.action + (f": {item.detail}" if item.detail else "")
+        return self.engine.list_containers(prefix) if done else containers
 
     def _recreate(
         self,
@@ -193,3 +220,17 @@ class RefreshService:
         workers = min(len(stale), self.config.swap.parallelism)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"swap-{runtime}") as pool:
             list(pool.map(swap_one, stale))
+        if self.config.image_cleanup:
+            self._remove_images(runtime, set(old_configs) - {image.id}, result)
+
+    def _remove_images(self, runtime: str, image_ids: set[str], result: RefreshResult) -> None:
+        """IMAGE_CLEANUP: remove replaced images; the engine keeps any a container still uses."""
+        for image_id in sorted(image_ids):
+            try:
+                removed = self.engine.remove_image(image_id)
+            except EngineError as exc:
+                log.warning("runtime %s: cleanup of %s failed: %s", runtime, image_id[:19], exc)
+                continue
+            if removed:
+                log.info("runtime %s: removed the replaced image %s", runtime, image_id[:19])
+                result.removed_images.append(image_id)

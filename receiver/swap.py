@@ -15,20 +15,31 @@ from .spec import build_create_spec
 
 log = logging.getLogger(__name__)
 
-# The old container waits under this name until its replacement is proven; a crash in
-# between leaves it recognisable for repair at the next start.
+# The old container waits under `<name>-receiver-aside` until its replacement is proven.
+# A crash in between leaves it recognisable for repair at the next start, and the name also
+# records whether it was running (the engine renames atomically; no journal needed).
 ASIDE_SUFFIX = "-receiver-aside"
+STOPPED_MARK = "-stopped"
 _POLL_SECONDS = 0.2
 
 
-def aside_name(name: str) -> str:
+def aside_name(name: str, *, running: bool = True) -> str:
     """The name an old container waits under while its replacement starts."""
-    return f"{name}{ASIDE_SUFFIX}"
+    return f"{name}{ASIDE_SUFFIX}" + ("" if running else STOPPED_MARK)
+
+
+def parse_aside(name: str) -> tuple[str, bool] | None:
+    """(original name, was running) of a container set aside by a swap, else None."""
+    name = name.lstrip("/")
+    for suffix, running in ((ASIDE_SUFFIX, True), (ASIDE_SUFFIX + STOPPED_MARK, False)):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], running
+    return None
 
 
 def is_aside(name: str) -> bool:
     """Tell whether a container name is an old container set aside by a swap."""
-    return name.lstrip("/").endswith(ASIDE_SUFFIX)
+    return parse_aside(name) is not None
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,9 @@ class Swapper:
 
     def _set_aside(self, old_id: str, name: str, was_running: bool, stop_timeout: int) -> bool:
         """Rename the old container aside; returns whether it had to be stopped for that."""
+        aside = aside_name(name, running=was_running)
         try:
-            self.engine.rename(old_id, aside_name(name))
+            self.engine.rename(old_id, aside)
             return False
         except EngineError as exc:
             if not was_running:
@@ -96,7 +108,7 @@ class Swapper:
             log.info("swap %s: rename while running failed (%s); stopping first", name, exc)
         try:
             self.engine.stop(old_id, stop_timeout)
-            self.engine.rename(old_id, aside_name(name))
+            self.engine.rename(old_id, aside)
         except EngineError as exc:
             restored = self._restart(old_id, name, was_running)
             raise SwapError(

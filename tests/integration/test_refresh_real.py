@@ -36,9 +36,12 @@ class World:
         return RefreshService(self.settings, self.engine)
 
 
-def settings_for(stack: Stack, runtimes: str, prefix: str, template: str) -> config.Config:
+def settings_for(
+    stack: Stack, runtimes: str, prefix: str, template: str, **extra: str
+) -> config.Config:
     return config.load(
         {
+            **extra,
             "RUNTIMES": runtimes,
             "IMAGE_TEMPLATE": template,
             "CONTAINER_PREFIX": prefix,
@@ -118,6 +121,8 @@ def test_refresh_moves_containers_to_v2_keeping_settings_and_data(
         "unchanged": [],
         "failed": {},
         "digests": {world.runtime: v2.digest},
+        "repaired": {},
+        "removed_images": [],
     }
     a = inspect(stack, f"{p}a")
     assert a["Image"] == v2.image_id
@@ -192,3 +197,21 @@ def delete_first_layer(stack: Stack, repository: str, tag: str) -> None:
         manifest.raise_for_status()
         layer = manifest.json()["layers"][0]["digest"]
         http.delete(f"{base}/blobs/{layer}").raise_for_status()
+
+
+def test_image_cleanup_removes_the_replaced_image_on_the_real_engine(
+    stack: Stack, world: World
+) -> None:
+    """IMAGE_CLEANUP=true: once its last container moved to v2, the v1 image is removed."""
+    p = world.prefix
+    stack.run_container(f"{p}a", world.v1.ref)
+    stack.run_container(f"{p}b", world.v1.ref, start=False)
+    v2 = stack.publish(f"org/workspace-template-{world.runtime}", version="v2")
+    settings = settings_for(stack, world.runtime, p, world.template, IMAGE_CLEANUP="true")
+
+    result = RefreshService(settings, world.engine).refresh()
+
+    assert sorted(result.recreated) == [f"{p}a", f"{p}b"]
+    assert result.removed_images == [world.v1.image_id]
+    assert not stack.image_present(world.v1.image_id)
+    assert stack.image_present(v2.image_id)

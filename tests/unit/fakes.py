@@ -146,6 +146,12 @@ class FakeEngine:
         self._record("remove", container_id, "force" if force else "keep")
         del self.containers[container_id]
 
+    def remove_image(self, image_id: str) -> bool:
+        self._record("remove_image", image_id)
+        if any(c["Image"] == image_id for c in self.containers.values()):
+            return False  # the engine answers 409: a container uses it
+        return self.images.pop(image_id, None) is not None
+
     def ops(self) -> list[str]:
         """Just the operation names, in order, without reads."""
         return [c[0] for c in self.calls if c[0] not in ("inspect", "image", "list", "ping")]

@@ -61,6 +61,8 @@ def test_refresh_answers_the_per_runtime_result(client: AppClient, engine: FakeE
         "unchanged": [],
         "failed": {},
         "digests": {"a": DIGEST},
+        "repaired": {},
+        "removed_images": [],
     }
     replacement = engine.by_name("ws-1")
     assert replacement is not None

@@ -72,6 +72,8 @@ def test_refresh_recreates_only_stale_containers_of_each_runtime() -> None:
         "unchanged": ["ws-b", "ws-current"],
         "failed": {},
         "digests": {"a": D2, "b": D1},
+        "repaired": {},
+        "removed_images": [],
     }
     assert stale not in engine.containers
     replacement = engine.by_name("ws-stale")
@@ -181,3 +183,61 @@ def test_results_merge_and_sort() -> None:
     assert one.as_json()["pulled"] == ["a", "b"]
     assert one.as_json()["recreated"] == ["ws-1", "ws-2"]
     assert one.failed == {"ws-3": "boom"}
+
+
+def cleanup_world(cleanup: str) -> tuple[FakeEngine, RefreshService]:
+    engine = FakeEngine()
+    engine.publish(REF_A, NEW, D2)
+    engine.images[OLD] = engine.publish("ghcr.io/org/old:1", OLD, D1)
+    engine.add(container("ws-1", REF_A, OLD))
+    engine.add(container("ws-2", REF_A, OLD))
+    settings = config.load(
+        {
+            "RUNTIMES": "a",
+            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
+            "IMAGE_CLEANUP": cleanup,
+        }
+    )
+    clock = FakeClock()
+    swapper = Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
+    return engine, RefreshService(settings, engine, swapper)
+
+
+def test_image_cleanup_is_off_by_default() -> None:
+    """Without IMAGE_CLEANUP the replaced image stays."""
+    engine, service = cleanup_world("false")
+    result = service.refresh(["a"])
+    assert result.removed_images == []
+    assert OLD in engine.images
+    assert "remove_image" not in engine.ops()
+
+
+def test_image_cleanup_removes_the_replaced_image_once_nothing_uses_it() -> None:
+    """IMAGE_CLEANUP=true: after both swaps the old image is removed, the new one kept."""
+    engine, service = cleanup_world("true")
+    result = service.refresh(["a"])
+    assert result.recreated == ["ws-1", "ws-2"]
+    assert result.removed_images == [OLD]
+    assert OLD not in engine.images
+    assert NEW in engine.images
+
+
+def test_image_cleanup_keeps_an_image_a_failed_swap_still_runs() -> None:
+    """When one swap fails its container keeps the old image, and so does the engine."""
+    engine, service = cleanup_world("true")
+    original = engine.create_container
+    creates = 0
+
+    def create_once(spec: object) -> str:
+        nonlocal creates
+        creates += 1
+        if creates == 2:
+            raise EngineUnavailable("engine hiccup")
+        return original(spec)  # type: ignore[arg-type]
+
+    engine.create_container = create_once  # type: ignore[method-assign]
+    result = service.refresh(["a"])
+    assert len(result.recreated) == 1
+    assert len(result.failed) == 1
+    assert result.removed_images == []
+    assert OLD in engine.images
