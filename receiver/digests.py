@@ -26,6 +26,22 @@ class Pending:
 
     digest: str | None
     source: str
+    arrived: float = 0.0
+
+
+@dataclass(frozen=True)
+class RefreshEvent:
+    """One runtime's refresh as listeners (metrics, notifications) hear of it."""
+
+    runtime: str
+    source: str
+    digest: str | None
+    result: RefreshResult
+    seconds: float
+    since_trigger: float
+
+
+Listener = Callable[[RefreshEvent], None]
 
 
 @dataclass
@@ -106,15 +122,30 @@ async def _in_thread(fn: Callable[[], RefreshResult]) -> RefreshResult:
 class Coordinator:
     """Feeds triggers through the digest book into the refresh service, on the event loop."""
 
-    def __init__(self, service: RefreshService, book: DigestBook, run: Runner = _in_thread) -> None:
+    def __init__(
+        self,
+        service: RefreshService,
+        book: DigestBook,
+        run: Runner = _in_thread,
+        listeners: Sequence[Listener] = (),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.service = service
         self.book = book
         self._run = run
+        self.listeners = list(listeners)
+        self._monotonic = monotonic
         self._locks = {runtime: asyncio.Lock() for runtime in book.states}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, runtime: str, digest: str | None, source: str) -> str:
-        """Accept a trigger without waiting; says whether it started, queued or changed nothing."""
+    def submit(
+        self, runtime: str, digest: str | None, source: str, arrived: float | None = None
+    ) -> str:
+        """Accept a trigger without waiting; says whether it started, queued or changed nothing.
+
+        `arrived` (monotonic) is when the trigger came in, if earlier than now.
+        """
+        arrived = self._monotonic() if arrived is None else arrived
         state = self.book.states[runtime]
         self.book.note_trigger(runtime, digest, source)
         if digest is not None and digest == state.seen:
@@ -123,17 +154,19 @@ class Coordinator:
             if digest is not None and digest == state.target and state.pending is None:
                 return COALESCED
             # At most one follow-up: a newer trigger replaces an older pending one.
-            state.pending = Pending(digest, source)
+            state.pending = Pending(digest, source, arrived)
             return QUEUED
         state.driving = True
         state.target = digest
-        self._spawn(self._drive(runtime, digest, source))
+        self._spawn(self._drive(runtime, digest, source, arrived))
         return SCHEDULED
 
     def spawn_resolving(
         self, runtime: str, resolve: Callable[[], Awaitable[str | None]], source: str
     ) -> None:
         """Find the digest first (a registry HEAD), then submit; a failed lookup still refreshes."""
+
+        arrived = self._monotonic()
 
         async def resolve_then_submit() -> None:
             try:
@@ -143,7 +176,7 @@ class Coordinator:
                     "runtime %s: digest lookup failed (%s); refreshing anyway", runtime, exc
                 )
                 digest = None
-            self.submit(runtime, digest, source)
+            self.submit(runtime, digest, source, arrived)
 
         self._spawn(resolve_then_submit())
 
@@ -156,9 +189,17 @@ class Coordinator:
         source: str = "admin",
     ) -> RefreshResult:
         """Refresh now and wait (the admin route); EngineUnavailable propagates."""
+        arrived = self._monotonic()
         results = await asyncio.gather(
             *(
-                self._refresh(r, recreate=recreate, force=force, source=source, propagate=True)
+                self._refresh(
+                    r,
+                    recreate=recreate,
+                    force=force,
+                    source=source,
+                    arrived=arrived,
+                    propagate=True,
+                )
                 for r in runtimes
             )
         )
@@ -202,15 +243,15 @@ class Coordinator:
         while self._tasks:
             await asyncio.gather(*set(self._tasks), return_exceptions=True)
 
-    async def _drive(self, runtime: str, digest: str | None, source: str) -> None:
+    async def _drive(self, runtime: str, digest: str | None, source: str, arrived: float) -> None:
         state = self.book.states[runtime]
         try:
             while True:
-                await self._refresh(runtime, source=source, unless_seen=digest)
+                await self._refresh(runtime, source=source, unless_seen=digest, arrived=arrived)
                 follow_up, state.pending = state.pending, None
                 if follow_up is None:
                     return
-                digest, source = follow_up.digest, follow_up.source
+                digest, source, arrived = follow_up.digest, follow_up.source, follow_up.arrived
                 state.target = digest
         finally:
             state.driving = False
@@ -223,6 +264,7 @@ class Coordinator:
         recreate: bool = True,
         force: bool = False,
         source: str,
+        arrived: float,
         unless_seen: str | None = None,
         propagate: bool = False,
     ) -> RefreshResult:
@@ -230,6 +272,7 @@ class Coordinator:
             # Another refresh may have applied this digest while we waited for the lock.
             if unless_seen is not None and unless_seen == self.book.seen(runtime):
                 return RefreshResult()
+            started = self._monotonic()
             try:
                 result = await self._run(
                     lambda: self.service.refresh_runtime(runtime, recreate=recreate, force=force)
@@ -241,14 +284,26 @@ class Coordinator:
                 result = RefreshResult(failed={runtime: str(exc)})
             if recreate:
                 self.book.commit(runtime, result, source)
+            now = self._monotonic()
+            self._tell(
+                RefreshEvent(runtime, source, unless_seen, result, now - started, now - arrived)
+            )
             log.info(
                 "runtime %s: refresh from %s: %d recreated, %d failed",
                 runtime,
                 source,
                 len(result.recreated),
                 len(result.failed),
+                extra={"runtime": runtime, "source": source, "outcome": result.as_json()},
             )
             return result
+
+    def _tell(self, event: RefreshEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("refresh listener failed")
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

@@ -36,6 +36,6 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs every registry request at INFO (hundreds per poll tick); keep them for DEBUG.
-    quiet = root.level > logging.DEBUG
-    logging.getLogger("httpx").setLevel(logging.WARNING if quiet else logging.NOTSET)
+    # httpx logs every request's full URL at INFO: hundreds per poll tick, and NOTIFY_URL
+    # (an incoming-webhook URL is a credential) among them. Never at any level.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

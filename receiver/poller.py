@@ -74,6 +74,7 @@ class Poller:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = lambda: random.uniform(-JITTER, JITTER),  # noqa: S311
+        on_tick: Callable[[Tick], None] | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.fetch = fetch
@@ -81,6 +82,7 @@ class Poller:
         self.clock = clock
         self.sleep = sleep
         self.jitter = jitter
+        self.on_tick = on_tick
         self.last_tick: Tick | None = None
         self.next_tick: float | None = None
         self.ticks = 0
@@ -125,6 +127,8 @@ class Poller:
         tick.finished = self.clock()
         self.ticks += 1
         self.last_tick = tick
+        if self.on_tick is not None:
+            self.on_tick(tick)
         changed = {k: v for k, v in tick.outcomes.items() if v != UNCHANGED}
         log.info(
             "poll tick %d: %d runtime(s), %d unchanged, %d error(s)%s",

@@ -14,6 +14,7 @@ from . import github
 from .admin import error, read_capped
 from .digests import Coordinator
 from .imageref import ImageRef
+from .metrics import Metrics
 from .registry import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,18 @@ def routes(
     secrets: tuple[str, ...],
     dispatch_types: tuple[str, ...],
     max_body: int,
+    metrics: Metrics,
 ) -> list[Route]:
     """The webhook route, bound to the coordinator, the registry client and the settings."""
     # No dedup by delivery id: a redelivery is how an operator retries a failed refresh, and
     # the digest book already makes duplicates of a digest cost nothing.
 
     async def github_webhook(request: Request) -> JSONResponse:
+        answer = await handle(request)
+        metrics.delivery(request.headers.get("x-github-event"), _outcome(answer))
+        return answer
+
+    async def handle(request: Request) -> JSONResponse:
         if not secrets:
             return error(503, "webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set")
         body = await read_capped(request, max_body)
@@ -43,11 +50,16 @@ def routes(
         except github.WebhookError as exc:
             return error(exc.status, str(exc))
         summary: dict[str, object] = {"delivery": delivery.delivery_id, "event": delivery.event}
+        context = {"delivery": delivery.delivery_id, "event": delivery.event}
         if meaning.kind == "ping":
             return JSONResponse({**summary, "pong": True})
         if meaning.kind == "ignored":
             log.info(
-                "delivery %s (%s) ignored: %s", delivery.delivery_id, delivery.event, meaning.reason
+                "delivery %s (%s) ignored: %s",
+                delivery.delivery_id,
+                delivery.event,
+                meaning.reason,
+                extra=context,
             )
             return JSONResponse({**summary, "ignored": meaning.reason}, status_code=202)
         source = f"webhook:{delivery.event}"
@@ -61,7 +73,30 @@ def routes(
                 runtimes[trigger.runtime] = coordinator.submit(
                     trigger.runtime, trigger.digest, source
                 )
-        log.info("delivery %s (%s): %s", delivery.delivery_id, delivery.event, runtimes)
+        log.info(
+            "delivery %s (%s): %s",
+            delivery.delivery_id,
+            delivery.event,
+            runtimes,
+            extra={**context, "runtimes": runtimes},
+        )
         return JSONResponse({**summary, "runtimes": runtimes}, status_code=202)
 
     return [Route("/webhooks/github", github_webhook, methods=["POST"])]
+
+
+# Delivery outcomes for the metrics, by answer status; 202 answers say more in their body.
+_OUTCOMES = {
+    200: "ping",
+    400: "malformed",
+    401: "unauthorized",
+    413: "too_large",
+    415: "unsupported_type",
+    503: "disabled",
+}
+
+
+def _outcome(answer: JSONResponse) -> str:
+    if answer.status_code == 202:
+        return "ignored" if b'"ignored"' in answer.body else "accepted"
+    return _OUTCOMES.get(answer.status_code, str(answer.status_code))

@@ -23,15 +23,15 @@ def test_json_lines_carry_message_level_and_extras() -> None:
     assert entry["runtime"] == "claude-code"
 
 
-def test_registry_requests_are_logged_only_at_debug() -> None:
-    """httpx's per-request INFO lines would flood the log every poll tick."""
+def test_http_client_request_lines_are_never_logged() -> None:
+    """httpx's per-request INFO lines carry full URLs (NOTIFY_URL is a credential) and would
+    flood the log every poll tick: silenced at every level, DEBUG included."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        setup("INFO")
-        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
-        setup("DEBUG")
-        assert logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        for wanted in ("INFO", "DEBUG"):
+            setup(wanted)
+            assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

@@ -1,0 +1,118 @@
+"""Prometheus metrics, one registry per application (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .refresh import RefreshResult
+
+__all__ = ["CONTENT_TYPE", "Metrics", "event_label", "refresh_outcome"]
+
+# X-GitHub-Event is not covered by the signature: unknown names share one label value so a
+# sender cannot grow the label set without bound.
+_EVENTS = frozenset({"ping", "package", "registry_package", "repository_dispatch"})
+# Swaps wait out a grace period (5 s by default) and pulls can take minutes.
+_REFRESH_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
+_TICK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
+
+
+def event_label(event: str | None) -> str:
+    """The `event` label for a delivery's X-GitHub-Event header."""
+    return event if event in _EVENTS else "other"
+
+
+def refresh_outcome(runtime: str, result: RefreshResult) -> str:
+    """`failed` when anything failed, else `recreated` or `unchanged`."""
+    if result.failed:
+        return "failed"
+    return "recreated" if result.recreated else "unchanged" if runtime in result.pulled else "none"
+
+
+class Metrics:
+    """The receiver's counters, histograms and gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.deliveries = Counter(
+            "receiver_webhook_deliveries",
+            "Webhook deliveries by event and outcome (status class or what was done).",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.refreshes = Counter(
+            "receiver_refreshes",
+            "Refreshes of one runtime by trigger source and outcome.",
+            ["runtime", "source", "outcome"],
+            registry=r,
+        )
+        self.refresh_duration = Histogram(
+            "receiver_refresh_duration_seconds",
+            "Time one runtime's refresh took: pull, swaps, waits.",
+            ["runtime"],
+            buckets=_REFRESH_BUCKETS,
+            registry=r,
+        )
+        self.recreated = Counter(
+            "receiver_containers_recreated",
+            "Containers moved onto a new image.",
+            ["runtime"],
+            registry=r,
+        )
+        self.poll_ticks = Counter("receiver_poll_ticks", "Poller ticks run.", registry=r)
+        self.poll_tick_duration = Histogram(
+            "receiver_poll_tick_duration_seconds",
+            "Time one poll tick took (registry requests for every runtime).",
+            buckets=_TICK_BUCKETS,
+            registry=r,
+        )
+        self.last_poll = Gauge(
+            "receiver_last_poll_timestamp_seconds",
+            "Unix time the last poll tick finished.",
+            registry=r,
+        )
+        self.trigger_to_running = Histogram(
+            "receiver_trigger_to_running_seconds",
+            "From a trigger's arrival to its runtime's containers running the new image.",
+            ["runtime"],
+            buckets=_REFRESH_BUCKETS,
+            registry=r,
+        )
+
+    def delivery(self, event: str | None, outcome: str) -> None:
+        """Count one webhook delivery."""
+        self.deliveries.labels(event_label(event), outcome).inc()
+
+    def refresh(
+        self,
+        runtime: str,
+        source: str,
+        result: RefreshResult,
+        seconds: float,
+        since_trigger: float | None,
+    ) -> None:
+        """Record one runtime's refresh; `since_trigger` is seconds since its trigger arrived."""
+        outcome = refresh_outcome(runtime, result)
+        self.refreshes.labels(runtime, _source_label(source), outcome).inc()
+        self.refresh_duration.labels(runtime).observe(seconds)
+        if result.recreated:
+            self.recreated.labels(runtime).inc(len(result.recreated))
+            if since_trigger is not None and outcome == "recreated":
+                self.trigger_to_running.labels(runtime).observe(since_trigger)
+
+    def tick(self, seconds: float, finished_at: float) -> None:
+        """Record one poll tick."""
+        self.poll_ticks.inc()
+        self.poll_tick_duration.observe(seconds)
+        self.last_poll.set(finished_at)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+def _source_label(source: str) -> str:
+    """Sources are `admin`, `poll`, `boot` or `webhook:<event>`; the event is bounded too."""
+    kind, _, event = source.partition(":")
+    return f"{kind}:{event_label(event)}" if event else kind
