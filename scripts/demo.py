@@ -1,45 +1,122 @@
-"""The whole loop on this machine: publish v1, run workspaces, publish v2, refresh, compare.
+"""The whole loop on this machine: publish v1, run workspaces, publish v2, deliver, compare.
 
 Brings up a private Docker engine and a local registry (tests/stack.py) unless usable ones
-are reachable, starts the receiver with `serve`, and drives it through the admin route.
+are reachable, starts the receiver with `serve`, publishes v2 and sends the signed `package`
+deliveries GitHub would send for it, shows the swaps as they happen, and prints a
+before/after table and the time from the delivery to every workspace running v2.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import json
 import os
 import secrets
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
+import docker.errors
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.service import ReceiverProcess  # noqa: E402
-from tests.stack import Stack, StackUnavailable  # noqa: E402
+from tests.stack import QUICK_STOP_CMD, Stack, StackUnavailable  # noqa: E402
 
 RUNTIME = "claude-code"
 WORKSPACES = ("ws-demo-alice", "ws-demo-bob")
+
+
+FIXTURE = (
+    ROOT / "tests" / "fixtures" / "github" / "package.published.container.multiarch-index.json"
+)
 
 
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
+def repo_digest(stack: Stack, image_id: str) -> str:
+    """The registry digest the engine knows an image by (its RepoDigests entry)."""
+    digests = stack.client.api.inspect_image(image_id).get("RepoDigests") or []
+    return str(digests[0]).split("@", 1)[1][:19] if digests else "(none)"
+
+
 def table(stack: Stack, title: str) -> None:
     print(f"\n{title}")
-    print(f"  {'container':<16} {'image id':<20} {'/version':<9} {'running':<8} data")
+    print(f"  {'container':<16} {'image digest':<21} {'/version':<9} {'running':<8} data")
     for name in WORKSPACES:
         info = stack.client.api.inspect_container(name)
         version = stack.exec(name, "cat", "/version")
         data = stack.exec(name, "cat", "/workspace/notes.txt")
         running = "yes" if info["State"]["Running"] else "no"
-        print(f"  {name:<16} {info['Image'][7:19]:<20} {version:<9} {running:<8} {data}")
+        digest = repo_digest(stack, info["Image"])
+        print(f"  {name:<16} {digest:<21} {version:<9} {running:<8} {data}")
     print()
+
+
+def deliveries(digest: str) -> list[tuple[str, bytes]]:
+    """What GitHub sends for a multi-arch push: the tagged index, then one untagged delivery
+    per platform manifest (the receiver acts on the first and ignores the others)."""
+    payload = json.loads(FIXTURE.read_text())
+    package = payload["package"]
+    package["name"], package["owner"]["login"] = f"workspace-template-{RUNTIME}", "molecule-ai"
+    version = package["package_version"]
+    sent = []
+    for n, tag in enumerate(["latest", "", ""]):
+        manifest = digest if tag else "sha256:" + f"{n:x}" * 64
+        version["version"] = manifest
+        version["container_metadata"]["tag"] = {"name": tag, "digest": manifest}
+        sent.append((f"demo-{uuid.uuid4()}", json.dumps(payload).encode()))
+    return sent
+
+
+def deliver(server: ReceiverProcess, secret: str, delivery: str, body: bytes) -> httpx.Response:
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return httpx.post(
+        f"{server.base}/webhooks/github",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "package",
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature,
+        },
+        timeout=30,
+    )
+
+
+def watch(stack: Stack, target_image: str, since: float, timeout: float = 120) -> float | None:
+    """Print each workspace's changes as they happen; seconds until all run the target."""
+    last: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = True
+        for name in WORKSPACES:
+            aside = stack.client.api.containers(all=True, filters={"name": f"^/{name}-receiver"})
+            try:
+                info = stack.client.api.inspect_container(name)
+                running = bool(info["State"]["Running"])
+                on_target = info["Image"] == target_image
+                state = ("new" if on_target else "old") + (" running" if running else " stopped")
+            except docker.errors.NotFound:
+                running, on_target, state = False, False, "being replaced"
+            if aside:
+                state += ", old one set aside"
+            if last.get(name) != state:
+                print(f"  +{time.monotonic() - since:5.2f}s  {name}: {state}", flush=True)
+                last[name] = state
+            done = done and running and on_target and not aside
+        if done:
+            return time.monotonic() - since
+        time.sleep(0.05)
+    return None
 
 
 def main() -> int:
@@ -57,7 +134,7 @@ def main() -> int:
     try:
         repository = f"molecule-ai/workspace-template-{RUNTIME}"
         say(f"publishing v1 of {stack.registry}/{repository}:latest")
-        v1 = stack.publish(repository, version="v1", volumes=["/workspace"])
+        v1 = stack.publish(repository, version="v1", volumes=["/workspace"], cmd=QUICK_STOP_CMD)
         for name in WORKSPACES:
             stack.cleanup_containers(name)
             stack.run_container(name, v1.ref, env={"OWNER": name[8:]})
@@ -65,11 +142,13 @@ def main() -> int:
         say(f"started {', '.join(WORKSPACES)} on v1, each with notes in its /workspace volume")
         table(stack, "before")
 
+        secret = secrets.token_urlsafe(32)
         env = {
             **os.environ,
             "RUNTIMES": RUNTIME,
             "IMAGE_TEMPLATE": f"{stack.registry}/molecule-ai/workspace-template-{{runtime}}:latest",
             "CONTAINER_PREFIX": "ws-demo-",
+            "GITHUB_WEBHOOK_SECRET": secret,
             "ADMIN_SECRET_KEY": secrets.token_urlsafe(32),
             "DOCKER_HOST": stack.docker_host,
             "SWAP_GRACE_SECONDS": "1",
@@ -80,25 +159,24 @@ def main() -> int:
         say(f"started the receiver on {server.base} (log: {log})")
         server.wait_ready()
 
-        say("publishing v2")
-        v2 = stack.publish(repository, version="v2", volumes=["/workspace"])
-        token = server.admin_token(ttl=300, subject="demo")
-        say("asking for a refresh: POST /admin/workspace-images/refresh")
+        say("publishing v2 (multi-arch style: GitHub will send one delivery per manifest)")
+        v2 = stack.publish(repository, version="v2", volumes=["/workspace"], cmd=QUICK_STOP_CMD)
+        forged = deliver(server, "not-the-secret", "demo-forged", b"{}")
+        say(f"a delivery signed with the wrong secret: HTTP {forged.status_code}")
+        say("sending the signed package deliveries to POST /webhooks/github")
         started = time.monotonic()
-        response = httpx.post(
-            f"{server.base}/admin/workspace-images/refresh",
-            headers={"Authorization": f"Bearer {token}"},
-            json={"runtimes": [RUNTIME]},
-            timeout=300,
-        )
-        elapsed = time.monotonic() - started
-        print(f"  HTTP {response.status_code} in {elapsed:.1f}s: {response.text}")
+        for delivery, body in deliveries(v2.digest):
+            answer = deliver(server, secret, delivery, body)
+            took = (time.monotonic() - started) * 1000
+            print(f"  +{took:5.0f}ms  HTTP {answer.status_code}: {answer.text}", flush=True)
+        say("watching the workspaces")
+        elapsed = watch(stack, v2.image_id, started)
         table(stack, "after")
-        moved = all(
-            stack.client.api.inspect_container(name)["Image"] == v2.image_id for name in WORKSPACES
-        )
-        say("every workspace runs v2 with its data" if moved else "some workspaces did not move")
-        return 0 if moved and response.status_code == 200 else 1
+        if elapsed is None:
+            say("some workspaces did not move to v2 in time")
+            return 1
+        say(f"every workspace runs v2 with its data, {elapsed:.1f}s after the delivery")
+        return 0
     finally:
         if server is not None:
             server.stop()
