@@ -1,0 +1,146 @@
+"""Every secret set, every route exercised, DEBUG JSON logs: no secret, token or request body
+appears in the log, in an answer or in a notification. The run also shows notifications
+reaching a (local) incoming webhook after a real refresh."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from receiver.github import signature_for
+from tests.service import ReceiverProcess
+from tests.stack import QUICK_STOP_CMD, Stack
+from tests.token_registry import TokenRegistry
+
+from .test_service_real import receiver_env
+
+
+class Sink(http.server.ThreadingHTTPServer):
+    """A local incoming webhook that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        super().__init__(("127.0.0.1", 0), _SinkHandler)
+
+
+class _SinkHandler(http.server.BaseHTTPRequestHandler):
+    server: Sink
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.server.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    server = Sink()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_no_secret_token_or_body_is_ever_written(
+    stack: Stack, token_registry: TokenRegistry, sink: Sink, tmp_path: Path
+) -> None:
+    token_registry.reset()
+    creds = ("reader", token_registry.users["reader"])
+    runtime = stack.unique("rt")
+    prefix = f"{stack.unique('ws')}-"
+    stack.track_container(prefix)
+    repo = f"private/workspace-template-{runtime}"
+    v1 = stack.publish(repo, version="v1", registry=token_registry.registry, auth=creds)
+    name, tag = v1.ref.rsplit(":", 1)
+    stack.client.api.pull(name, tag=tag, auth_config={"username": creds[0], "password": creds[1]})
+    stack.run_container(f"{prefix}one", v1.ref, command=QUICK_STOP_CMD)
+    v2 = stack.publish(repo, version="v2", registry=token_registry.registry, auth=creds)
+
+    webhook_secrets = [secrets.token_hex(20), secrets.token_hex(20)]
+    admin_key = secrets.token_hex(24)
+    hook_token = secrets.token_hex(16)
+    key_file = tmp_path / "admin_key"
+    key_file.write_text(admin_key + "\n")
+    env = {
+        **receiver_env(stack, runtime, prefix),
+        "GHCR_USER": creds[0],
+        "GHCR_TOKEN": creds[1],
+        "GITHUB_WEBHOOK_SECRET": ",".join(webhook_secrets),
+        "ADMIN_SECRET_KEY_FILE": str(key_file),
+        "NOTIFY_URL": f"http://127.0.0.1:{sink.server_address[1]}/services/{hook_token}",
+        "IMAGE_AUTO_REFRESH": "true",
+        "LOG_LEVEL": "DEBUG",
+        "LOG_FORMAT": "json",
+    }
+    env["IMAGE_TEMPLATE"] = (
+        f"{token_registry.registry}/private/workspace-template-{{runtime}}:latest"
+    )
+    del env["ADMIN_SECRET_KEY"]
+    marker = f"body-marker-{secrets.token_hex(8)}"
+    answers: list[str] = []
+    server = ReceiverProcess(env, tmp_path / "serve.log")
+    try:
+        server.wait_ready("/healthz")
+        admin_token = server.admin_token(ttl=300)
+        deadline = time.monotonic() + 60
+        while not sink.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            body = json.dumps({"zen": marker, "hook_id": 1}).encode()
+            for secret in [*webhook_secrets, "wrong-secret"]:
+                answer = client.post(
+                    "/webhooks/github",
+                    content=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "X-GitHub-Event": "ping",
+                        "X-GitHub-Delivery": "d-secret-test",
+                        "X-Hub-Signature-256": signature_for(body, secret),
+                    },
+                )
+                answers.append(answer.text)
+            bearer = {"Authorization": f"Bearer {admin_token}"}
+            for method, path in [
+                ("POST", "/admin/workspace-images/refresh"),
+                ("GET", "/admin/status"),
+                ("GET", "/metrics"),
+                ("GET", "/readyz"),
+            ]:
+                answer = client.request(method, path, headers=bearer)
+                assert answer.status_code == 200, answer.text
+                answers.append(answer.text)
+            answers.append(client.get("/admin/status", headers={"Authorization": "Bearer x"}).text)
+    finally:
+        assert server.stop(timeout=60) == 0
+    log = server.log()
+
+    # The refresh really happened and was told.
+    assert stack.client.api.inspect_container(f"{prefix}one")["Image"] == v2.image_id
+    assert sink.received, log
+    note = sink.received[0]
+    assert note["runtime"] == runtime
+    assert note["recreated"] == [f"{prefix}one"]
+    assert runtime in note["text"]
+    # Every log line is one JSON object; the DEBUG level is really on.
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert {line["level"] for line in lines} >= {"debug", "info"}
+    captured = "\n".join([log, *answers, json.dumps(sink.received)])
+    for secret in [*webhook_secrets, admin_key, creds[1], hook_token, admin_token, marker]:
+        assert secret not in captured
