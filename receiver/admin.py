@@ -42,7 +42,8 @@ def parse_refresh_request(body: bytes) -> RefreshRequest:
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(unknown)}")
     runtimes = data.get("runtimes")
-    if runtimes is not None and (
+    # An explicit null is refused, not read as "all": leave the field out to mean all.
+    if "runtimes" in data and (
         not isinstance(runtimes, list) or not all(isinstance(item, str) for item in runtimes)
     ):
         raise ValueError("runtimes must be a list of runtime names")

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import httpx
 from anyio import to_thread
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import admin, status, webhooks
+from . import admin, openapi, status, webhooks
 from .admin_auth import AdminTokens
 from .config import Config
 from .digests import Coordinator, DigestBook, Listener
@@ -64,6 +65,14 @@ def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
     async def show_metrics(_: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    async def show_openapi(_: Request) -> JSONResponse:
+        return JSONResponse(openapi.document())
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        # Starlette's own 404/405 answers in the same JSON shape as ours (the OpenAPI says so).
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
     async def background() -> None:
         # Boot: repair cut-short swaps and seed the book from the host, before the first tick.
         try:
@@ -103,6 +112,7 @@ def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", show_metrics, methods=["GET"]),
+            Route("/openapi.json", show_openapi, methods=["GET"]),
             *admin.routes(
                 coordinator,
                 parts.tokens,
@@ -119,6 +129,7 @@ def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
             ),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     # Exposed for status pages and for tests that wait for background refreshes.
     app.state.coordinator = coordinator

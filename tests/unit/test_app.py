@@ -106,6 +106,7 @@ def test_missing_or_bad_token_is_401(
     [
         (b'{"runtimes": ["evil"]}', "unknown runtime(s): evil"),
         (b'{"runtimes": "a"}', "runtimes must be a list"),
+        (b'{"runtimes": null}', "runtimes must be a list"),
         (b'{"force": "yes"}', "force must be true or false"),
         (b'{"forse": true}', "unknown field(s): forse"),
         (b"[1]", "must be a JSON object"),
@@ -149,3 +150,28 @@ def test_health_and_readiness(client: AppClient, engine: FakeEngine) -> None:
 def test_wrong_method_is_405(client: AppClient) -> None:
     """GET on the refresh route is not allowed."""
     assert client.get(PATH).status_code == 405
+
+
+def test_unknown_paths_and_methods_answer_json(client: AppClient) -> None:
+    """404 and 405 come in the same JSON error shape as every other refusal."""
+    missing = client.get("/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "Not Found"}
+    wrong = client.request("DELETE", "/healthz")
+    assert wrong.status_code == 405
+    assert wrong.json() == {"error": "Method Not Allowed"}
+    assert wrong.headers["allow"] == "GET, HEAD"
+
+
+def test_the_openapi_description_is_served(client: AppClient) -> None:
+    """GET /openapi.json describes every route the app serves."""
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    assert set(document["paths"]) == {
+        "/webhooks/github",
+        "/admin/workspace-images/refresh",
+        "/admin/status",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
