@@ -197,7 +197,14 @@ class DockerEngine:
                 ipv6_address=ipam.get("IPv6Address") or None,
                 link_local_ips=ipam.get("LinkLocalIPs") or None,
                 aliases=endpoint.get("Aliases") or None,
-                links=endpoint.get("Links") or None,
+                # Inspect shows `name:alias`; docker-py wants (name, alias) pairs.
+                links=[
+                    (target, alias or target)
+                    for target, _, alias in (
+                        str(link).partition(":") for link in endpoint.get("Links") or []
+                    )
+                ]
+                or None,
                 driver_opt=endpoint.get("DriverOpts") or None,
             )
         )

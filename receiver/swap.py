@@ -76,7 +76,7 @@ class Swapper:
                     self.engine.stop(old_id, stop_timeout)
                 self.engine.start(new_id)
                 self._wait_ready(new_id)
-        except (EngineError, SwapError) as exc:
+        except Exception as exc:  # anything at all: the old container must come back
             restored = self._restore(old_id, name, new_id, was_running)
             raise SwapError(
                 f"{name}: {exc}; " + ("old container restored" if restored else "RESTORE FAILED"),

@@ -135,3 +135,62 @@ def test_links_are_rewritten_for_create() -> None:
     assert build_create_spec(container, OLD_IMAGE, "x:latest").body["HostConfig"]["Links"] == [
         "db:database"
     ]
+
+
+def networked(mode: str, networks: dict[str, Any]) -> dict[str, Any]:
+    container = inspect()
+    container["HostConfig"]["NetworkMode"] = mode
+    container["NetworkSettings"]["Networks"] = networks
+    return container
+
+
+def test_default_network_mode_means_the_bridge_network() -> None:
+    """`default` is the bridge network, even when another network sorts first."""
+    spec = build_create_spec(
+        networked("default", {"a-net": {"Aliases": ["a"]}, "bridge": {}}), OLD_IMAGE, "x:latest"
+    )
+    assert spec.body["NetworkingConfig"] == {"EndpointsConfig": {"bridge": {}}}
+    assert spec.extra_networks == {"a-net": {"Aliases": ["a"]}}
+
+
+def test_network_mode_by_id_picks_that_network() -> None:
+    """`docker run --network <id>` records the id; the MAC and create go to that network."""
+    networks = {"a": {"NetworkID": "1" * 64}, "b": {"NetworkID": "2" * 64}}
+    spec = build_create_spec(networked("2" * 12, networks), OLD_IMAGE, "x:latest")
+    assert list(spec.body["NetworkingConfig"]["EndpointsConfig"]) == ["b"]
+    assert list(spec.extra_networks) == ["a"]
+
+
+def test_no_recorded_network_sends_no_networking_config() -> None:
+    """A container whose networks are gone gets NetworkMode only."""
+    spec = build_create_spec(networked("front", {}), OLD_IMAGE, "x:latest")
+    assert "NetworkingConfig" not in spec.body
+    assert spec.extra_networks == {}
+
+
+def test_no_volumes_adds_no_mounts() -> None:
+    """Without volumes the request gets no Mounts key at all."""
+    container = inspect(Volumes=None)
+    container["HostConfig"] = {"NetworkMode": "none"}
+    container["Mounts"] = []
+    assert build_create_spec(container, OLD_IMAGE, "x:latest").body["HostConfig"] == {
+        "NetworkMode": "none"
+    }
+
+
+def test_bind_target_is_compared_normalised() -> None:
+    """`vol:/named/` claims inspect's `/named`: no second mount on the same path."""
+    container = inspect()
+    container["HostConfig"]["Binds"] = ["named:/named/"]
+    host = build_create_spec(container, OLD_IMAGE, "x:latest").body["HostConfig"]
+    assert host["Binds"] == ["named:/named/"]
+    assert [mount["Target"] for mount in host["Mounts"]] == ["/data"]
+
+
+def test_healthcheck_equal_to_the_image_is_dropped_whole() -> None:
+    """A healthcheck the image set is not pinned; a user `--no-healthcheck` is kept."""
+    image = {**OLD_IMAGE, "Healthcheck": {"Test": ["CMD", "true"], "Interval": 5}}
+    inherited = build_create_spec(inspect(Healthcheck=image["Healthcheck"]), image, "x").body
+    assert "Healthcheck" not in inherited
+    disabled = build_create_spec(inspect(Healthcheck={"Test": ["NONE"]}), image, "x").body
+    assert disabled["Healthcheck"] == {"Test": ["NONE"]}
