@@ -70,7 +70,8 @@ def test_duplicate_signed_deliveries_swap_each_container_once(stack: Stack, tmp_
         "CONTAINER_PREFIX": prefix,
         "GITHUB_WEBHOOK_SECRET": f"old-secret,{SECRET}",
         "DOCKER_HOST": stack.docker_host,
-        "SWAP_GRACE_SECONDS": "1",
+        # The swap lasts several seconds, so 30 answers under load still precede its end.
+        "SWAP_GRACE_SECONDS": "3",
         "SWAP_STOP_TIMEOUT": "1",
     }
     server = ReceiverProcess(env, tmp_path / "serve.log")

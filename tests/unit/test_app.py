@@ -160,7 +160,7 @@ def test_unknown_paths_and_methods_answer_json(client: AppClient) -> None:
     wrong = client.request("DELETE", "/healthz")
     assert wrong.status_code == 405
     assert wrong.json() == {"error": "Method Not Allowed"}
-    assert wrong.headers["allow"] == "GET, HEAD"
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD"}  # a set in Starlette
 
 
 def test_the_openapi_description_is_served(client: AppClient) -> None:

@@ -1,0 +1,129 @@
+"""Crash repair on the real engine: a receiver SIGKILLed in the middle of a swap leaves the
+old container aside; the next start finishes the swap or undoes it, losing nothing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from tests.service import ReceiverProcess
+from tests.stack import QUICK_STOP_CMD, Published, Stack
+
+from .test_service_real import receiver_env
+
+
+def wait_for(what: str, check: object, server: ReceiverProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; receiver log:\n{server.log()}")
+
+
+def named(stack: Stack, name: str) -> dict[str, object] | None:
+    """The container called exactly `name` (names are never hex, so never an id prefix)."""
+    try:
+        inspect: dict[str, object] = stack.client.api.inspect_container(name)
+    except docker.errors.NotFound:
+        return None
+    return inspect
+
+
+def kill_mid_swap(stack: Stack, tmp_path: Path) -> tuple[str, str, Published, Published]:
+    """Start a receiver whose first poll swaps `<prefix>one` onto v2, and SIGKILL it while
+    the new container serves its grace period and the old one waits aside."""
+    runtime = stack.unique("rt")
+    prefix = f"{stack.unique('ws')}-"
+    stack.track_container(prefix)
+    repo = f"org/workspace-template-{runtime}"
+    v1 = stack.publish(repo, version="v1", cmd=QUICK_STOP_CMD)
+    stack.run_container(f"{prefix}one", v1.ref, volumes=["/data"])
+    stack.exec(f"{prefix}one", "sh", "-c", "echo precious > /data/file")
+    v2 = stack.publish(repo, version="v2", cmd=QUICK_STOP_CMD)
+    env = {
+        **receiver_env(stack, runtime, prefix),
+        "IMAGE_AUTO_REFRESH": "true",
+        "SWAP_GRACE_SECONDS": "60",
+    }
+    server = ReceiverProcess(env, tmp_path / "killed.log")
+    aside = f"{prefix}one-receiver-aside"
+
+    def mid_swap() -> bool:
+        new = named(stack, f"{prefix}one")
+        if named(stack, aside) is None or new is None or new["Image"] != v2.image_id:
+            return False
+        state = new["State"]
+        return isinstance(state, dict) and bool(state["Running"])
+
+    try:
+        wait_for("the swap to reach its grace period", mid_swap, server)
+    finally:
+        server.process.kill()
+        server.process.wait(timeout=30)
+    return runtime, prefix, v1, v2
+
+
+def restart(stack: Stack, runtime: str, prefix: str, log: Path) -> str:
+    """A new receiver (no poller) boots, repairs, and is stopped again; its log."""
+    server = ReceiverProcess(receiver_env(stack, runtime, prefix), log)
+    try:
+        server.wait_ready("/healthz")
+        wait_for("the boot repair", lambda: "repair" in server.log(), server, timeout=30)
+    finally:
+        assert server.stop(timeout=60) == 0
+    return server.log()
+
+
+@pytest.mark.parametrize("replacement", ["running", "stopped by hand", "removed by hand"])
+def test_sigkill_mid_swap_is_repaired_at_the_next_start(
+    stack: Stack, tmp_path: Path, replacement: str
+) -> None:
+    runtime, prefix, v1, v2 = kill_mid_swap(stack, tmp_path)
+    name = f"{prefix}one"
+    if replacement == "stopped by hand":
+        stack.client.api.stop(name, timeout=1)
+    elif replacement == "removed by hand":
+        stack.client.api.remove_container(name, force=True)
+    log = restart(stack, runtime, prefix, tmp_path / "restarted.log")
+
+    assert named(stack, f"{name}-receiver-aside") is None, log
+    container = named(stack, name)
+    assert container is not None, log
+    state = container["State"]
+    assert isinstance(state, dict)
+    assert state["Running"] is True
+    # A proven replacement is kept; anything else gives the old container back.
+    assert container["Image"] == (v2.image_id if replacement == "running" else v1.image_id)
+    assert stack.exec(name, "cat", "/data/file").strip() == "precious"
+
+
+def test_sigterm_lets_a_swap_in_flight_finish(stack: Stack, tmp_path: Path) -> None:
+    """SIGTERM during a swap's grace period: the swap completes, then the process exits 0."""
+    runtime = stack.unique("rt")
+    prefix = f"{stack.unique('ws')}-"
+    stack.track_container(prefix)
+    repo = f"org/workspace-template-{runtime}"
+    v1 = stack.publish(repo, version="v1", cmd=QUICK_STOP_CMD)
+    stack.run_container(f"{prefix}one", v1.ref)
+    v2 = stack.publish(repo, version="v2", cmd=QUICK_STOP_CMD)
+    env = {
+        **receiver_env(stack, runtime, prefix),
+        "IMAGE_AUTO_REFRESH": "true",
+        "SWAP_GRACE_SECONDS": "3",
+    }
+    server = ReceiverProcess(env, tmp_path / "terminated.log")
+    aside = f"{prefix}one-receiver-aside"
+    try:
+        wait_for("the swap to start", lambda: named(stack, aside) is not None, server)
+    finally:
+        code = server.stop(timeout=60)
+    assert code == 0
+    container = named(stack, f"{prefix}one")
+    assert container is not None
+    assert container["Image"] == v2.image_id
+    assert named(stack, aside) is None
+    assert "recreated" in server.log()
