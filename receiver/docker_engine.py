@@ -173,8 +173,10 @@ class DockerEngine:
         self._call(lambda api: api.stop(container_id, timeout=timeout))
 
     def remove(self, container_id: str, *, force: bool = False) -> None:
-        """Remove a container, always keeping its volumes (v=False)."""
-        self._call(lambda api: api.remove_container(container_id, v=False, force=force))
+        """Remove a container, always keeping its volumes (v=False); a gone one is fine."""
+        self._call(
+            lambda api: api.remove_container(container_id, v=False, force=force), missing_ok=True
+        )
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image unless a container (running or not) or a second tag holds it."""

@@ -67,7 +67,7 @@ class Engine(Protocol):
         """Stop a container, killing it after `timeout` seconds."""
 
     def remove(self, container_id: str, *, force: bool = False) -> None:
-        """Remove a container, always keeping its volumes."""
+        """Remove a container, always keeping its volumes; nothing if it is already gone."""
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image no container uses (never forced); False when the engine refuses."""

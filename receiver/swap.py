@@ -152,8 +152,15 @@ class Swapper:
         return state
 
     def _restore(self, old_id: str, name: str, new_id: str | None, was_running: bool) -> bool:
-        """Undo a swap: remove the replacement, give the old container its name and state back."""
+        """Undo a swap: remove the replacement, give the old container its name and state back.
+
+        If the old container is gone (removed by hand meanwhile), the replacement is all that
+        is left of the workspace: it is kept, whatever its state, and the swap reported failed.
+        """
         try:
+            if self.engine.inspect_container(old_id) is None:
+                log.error("swap %s: the old container vanished; keeping the new one", name)
+                return False
             if new_id is not None:
                 self.engine.remove(new_id, force=True)
             self.engine.rename(old_id, name)

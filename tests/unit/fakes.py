@@ -144,7 +144,7 @@ class FakeEngine:
 
     def remove(self, container_id: str, *, force: bool = False) -> None:
         self._record("remove", container_id, "force" if force else "keep")
-        del self.containers[container_id]
+        self.containers.pop(container_id, None)
 
     def remove_image(self, image_id: str) -> bool:
         self._record("remove_image", image_id)

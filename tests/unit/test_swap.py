@@ -130,3 +130,41 @@ def test_aside_names_are_recognisable() -> None:
     """Aside names round-trip through is_aside, with or without the leading slash."""
     assert is_aside("/" + aside_name("ws-x"))
     assert not is_aside("ws-x")
+
+
+def test_a_replacement_removed_by_hand_mid_swap_restores_the_old() -> None:
+    """Someone removes the new container while it proves itself: the old one comes back."""
+    engine, swapper, old = setup(grace_seconds=5)
+    original_start = engine.start
+
+    def start_then_vanish(container_id: str) -> None:
+        original_start(container_id)
+        if container_id != old:
+            engine.containers.pop(container_id)  # `docker rm -f` from another terminal
+
+    engine.start = start_then_vanish  # type: ignore[method-assign]
+    with pytest.raises(SwapError, match="disappeared") as caught:
+        swapper.swap(engine.containers[old], {}, REF)
+    assert caught.value.restored is True
+    assert engine.containers[old]["Name"] == "/ws-1"
+    assert engine.containers[old]["State"]["Running"] is True
+
+
+def test_an_old_container_removed_by_hand_mid_swap_keeps_the_new_one() -> None:
+    """If the old container is gone, the replacement is all that is left: it is kept even
+    though it failed its check, and the swap reports that nothing could be restored."""
+    engine, swapper, old = setup(grace_seconds=5)
+    engine.start_state = {"Running": False, "Restarting": False, "ExitCode": 1}
+    original_stop = engine.stop
+
+    def stop_then_vanish(container_id: str, timeout: int) -> None:
+        original_stop(container_id, timeout)
+        engine.containers.pop(container_id)
+
+    engine.stop = stop_then_vanish  # type: ignore[method-assign]
+    with pytest.raises(SwapError) as caught:
+        swapper.swap(engine.containers[old], {}, REF)
+    assert caught.value.restored is False
+    kept = engine.by_name("ws-1")
+    assert kept is not None
+    assert kept["Image"] == NEW

@@ -1,0 +1,72 @@
+"""A container removed by hand in the middle of its swap, on the real engine: whichever of
+the two goes, the workspace is left with one container, under its name, running."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import docker.errors
+import pytest
+
+from receiver import config
+from receiver.cli import build_engine
+from receiver.refresh import RefreshResult, RefreshService
+from tests.stack import QUICK_STOP_CMD, Stack
+
+
+def running_image(stack: Stack, name: str) -> tuple[str, bool] | None:
+    try:
+        inspect = stack.client.api.inspect_container(name)
+    except docker.errors.NotFound:
+        return None
+    return inspect["Image"], inspect["State"]["Running"]
+
+
+@pytest.mark.parametrize("removed", ["the replacement", "the old container"])
+def test_a_container_removed_by_hand_mid_swap(stack: Stack, removed: str) -> None:
+    runtime = stack.unique("rt")
+    prefix = f"{stack.unique('ws')}-"
+    stack.track_container(prefix)
+    repository = f"org/workspace-template-{runtime}"
+    v1 = stack.publish(repository, version="v1", cmd=QUICK_STOP_CMD)
+    name = f"{prefix}one"
+    stack.run_container(name, v1.ref)
+    v2 = stack.publish(repository, version="v2", cmd=QUICK_STOP_CMD)
+    settings = config.load(
+        {
+            "RUNTIMES": runtime,
+            "IMAGE_TEMPLATE": f"{stack.registry}/org/workspace-template-{{runtime}}:latest",
+            "CONTAINER_PREFIX": prefix,
+            "SWAP_GRACE_SECONDS": "3",
+            "SWAP_STOP_TIMEOUT": "1",
+            "DOCKER_HOST": stack.docker_host,
+        }
+    )
+    engine = build_engine(settings)
+    results: list[RefreshResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(RefreshService(settings, engine).refresh())
+    )
+    worker.start()
+    aside = f"{name}-receiver-aside"
+    deadline = time.monotonic() + 30
+    while running_image(stack, aside) is None or running_image(stack, name) != (
+        v2.image_id,
+        True,
+    ):
+        assert time.monotonic() < deadline, "the swap never reached its grace period"
+        time.sleep(0.05)
+    stack.client.api.remove_container(name if removed == "the replacement" else aside, force=True)
+    worker.join(timeout=60)
+    engine.close()
+
+    result = results[0]
+    assert running_image(stack, aside) is None
+    if removed == "the replacement":
+        assert "disappeared" in result.failed[name]
+        assert "old container restored" in result.failed[name]
+        assert running_image(stack, name) == (v1.image_id, True)
+    else:
+        assert result.recreated == [name]
+        assert running_image(stack, name) == (v2.image_id, True)
