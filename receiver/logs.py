@@ -2,12 +2,61 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
+import types
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# What a log line is about (delivery id, runtime, container), set around the work and
+# copied into every record made meanwhile, in this task or thread and the tasks it starts.
+_CONTEXT: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "receiver_log_context", default=types.MappingProxyType({})
+)
+CONTEXT_KEYS = ("delivery", "runtime", "container")
+
+
+@contextlib.contextmanager
+def context(**fields: str) -> Iterator[None]:
+    """Tag every log record made inside the block with `fields`."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def current_context() -> Mapping[str, str]:
+    """The fields in force here (to carry into a thread pool)."""
+    return _CONTEXT.get()
+
+
+class ContextFilter(logging.Filter):
+    """Adds the context's fields to each record (without overriding explicit extras)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _CONTEXT.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message [delivery=… runtime=…]` for people."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        tags = " ".join(
+            f"{key}={getattr(record, key)}" for key in CONTEXT_KEYS if hasattr(record, key)
+        )
+        return f"{line} [{tags}]" if tags else line
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,10 +78,8 @@ class JsonFormatter(logging.Formatter):
 def setup(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once, on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

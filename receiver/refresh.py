@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import imageref
+from . import imageref, logs
 from .config import Config
 from .engine import Engine, Image, Inspect, container_name
 from .errors import EngineError, SwapError, UnknownRuntime
@@ -127,7 +127,7 @@ class RefreshService:
         Raises EngineUnavailable only when `containers` is None and listing them fails.
         """
         self.check_runtimes([runtime])
-        with self._locks[runtime]:
+        with self._locks[runtime], logs.context(runtime=runtime):
             ref = self.config.image_for(runtime)
             result = RefreshResult()
             if recreate:
@@ -190,8 +190,14 @@ class RefreshService:
         old_configs: dict[str, Any] = {}
         lock = threading.Lock()
 
+        tags = logs.current_context()  # pool threads start with an empty context
+
         def swap_one(container: Inspect) -> None:
             name = container_name(container)
+            with logs.context(**tags, container=name):
+                swap_tagged(container, name)
+
+        def swap_tagged(container: Inspect, name: str) -> None:
             fresh = self.engine.inspect_container(str(container["Id"]))
             if fresh is None:
                 log.info("runtime %s: %s vanished before its swap; skipped", runtime, name)

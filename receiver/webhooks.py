@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import github
+from . import github, logs
 from .admin import error, read_capped
 from .digests import Coordinator
 from .imageref import ImageRef
@@ -49,8 +49,13 @@ def routes(
             meaning = github.interpret(delivery, images, dispatch_types)
         except github.WebhookError as exc:
             return error(exc.status, str(exc))
+        # From here on every log line, and the refresh this delivery starts, carries its id.
+        with logs.context(delivery=delivery.delivery_id):
+            return accept(delivery, meaning)
+
+    def accept(delivery: github.Delivery, meaning: github.Interpretation) -> JSONResponse:
         summary: dict[str, object] = {"delivery": delivery.delivery_id, "event": delivery.event}
-        context = {"delivery": delivery.delivery_id, "event": delivery.event}
+        context = {"event": delivery.event}
         if meaning.kind == "ping":
             return JSONResponse({**summary, "pong": True})
         if meaning.kind == "ignored":
