@@ -277,11 +277,14 @@ class Coordinator:
                 result = await self._run(
                     lambda: self.service.refresh_runtime(runtime, recreate=recreate, force=force)
                 )
-            except EngineError as exc:
-                # A caller who waits (admin) hears of it; background work records a failure.
+            except Exception as exc:
+                # A caller who waits (admin) hears of it; background work records a failure,
+                # so the book keeps its digest and the next trigger retries.
                 if propagate:
                     raise
-                result = RefreshResult(failed={runtime: str(exc)})
+                if not isinstance(exc, EngineError):
+                    log.exception("runtime %s: refresh crashed", runtime)
+                result = RefreshResult(failed={runtime: str(exc) or type(exc).__name__})
             if recreate:
                 self.book.commit(runtime, result, source)
             now = self._monotonic()

@@ -10,6 +10,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from .engine import CreateSpec, Image, Inspect
 from .errors import EngineError, EngineUnavailable, PullError
@@ -19,7 +20,14 @@ log = logging.getLogger(__name__)
 
 # Template images are built for amd64; on arm64 hosts pull that platform unless told otherwise.
 _EMULATED_PLATFORM = {"arm64": "linux/amd64", "aarch64": "linux/amd64"}
-_UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+# The engine cannot be reached, or went away in the middle of its answer: a body cut
+# short surfaces as ChunkedEncodingError, a streamed one (a pull) as urllib3's ProtocolError.
+_UNREACHABLE = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+)
 
 
 class DockerEngine:

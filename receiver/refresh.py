@@ -198,21 +198,23 @@ class RefreshService:
                 swap_tagged(container, name)
 
         def swap_tagged(container: Inspect, name: str) -> None:
-            fresh = self.engine.inspect_container(str(container["Id"]))
-            if fresh is None:
-                log.info("runtime %s: %s vanished before its swap; skipped", runtime, name)
-                return
-            if not force and fresh.get("Image") == image.id:
-                with lock:
-                    result.unchanged.append(name)
-                return
-            old_image_id = str(fresh.get("Image"))
-            with lock:
-                if old_image_id not in old_configs:
-                    old = self.engine.image(old_image_id)
-                    old_configs[old_image_id] = old.config if old is not None else None
-                old_config = old_configs[old_image_id]
+            # An engine error reading this container (the engine went away meanwhile) fails
+            # this container only: the others' outcomes, swapped or failed, still count.
             try:
+                fresh = self.engine.inspect_container(str(container["Id"]))
+                if fresh is None:
+                    log.info("runtime %s: %s vanished before its swap; skipped", runtime, name)
+                    return
+                if not force and fresh.get("Image") == image.id:
+                    with lock:
+                        result.unchanged.append(name)
+                    return
+                old_image_id = str(fresh.get("Image"))
+                with lock:
+                    if old_image_id not in old_configs:
+                        old = self.engine.image(old_image_id)
+                        old_configs[old_image_id] = old.config if old is not None else None
+                    old_config = old_configs[old_image_id]
                 self.swapper.swap(fresh, old_config, ref)
             except (SwapError, EngineError) as exc:
                 log.error("runtime %s: recreate %s failed: %s", runtime, name, exc)

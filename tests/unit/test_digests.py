@@ -177,3 +177,14 @@ async def test_seed_only_fills_an_unknown_runtime() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def test_an_unexpected_error_in_the_background_is_recorded_not_lost() -> None:
+    """Even a bug (not an EngineError) is recorded as a failure and rolls back."""
+    engine, coordinator, gate = setup()
+    gate.open.set()
+    engine.fail["list"] = RuntimeError("a bug")
+    coordinator.submit("a", D2, "webhook")
+    await coordinator.idle()
+    assert coordinator.book.seen("a") == D1
+    assert coordinator.book.states["a"].last_refresh["failed"] == {"a": "a bug"}
