@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 
+from receiver import github
 from receiver.admin_auth import AdminTokens, bearer_token
 from receiver.errors import AdminTokenError
 
@@ -76,3 +79,29 @@ def test_no_keys_and_bad_ttl_are_errors() -> None:
 def test_bearer_header_parsing(header: str | None, token: str | None) -> None:
     """Only `Bearer <token>` yields a token."""
     assert bearer_token(header) == token
+
+
+def test_signatures_and_tokens_are_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both the webhook HMAC and admin tokens go through hmac.compare_digest, every
+    configured secret tried, even for a malformed or matching header."""
+    calls: list[int] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        calls.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    body = b"{}"
+    github.verify_signature(body, github.signature_for(body, "one"), ["one", "two", "three"])
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(github.WebhookError):
+        github.verify_signature(body, "sha256=nothex", ["one", "two"])
+    assert len(calls) == 2
+    calls.clear()
+    tokens = AdminTokens(["k1", "k2"])
+    tokens.verify(tokens.mint())
+    assert calls  # itsdangerous checks signatures with hmac.compare_digest
