@@ -34,7 +34,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 class SwapSettings:
     """How containers are swapped onto a new image."""
 
-    parallelism: int = 4
+    parallelism: int = 16
     grace_seconds: float = 5.0
     health_timeout: float = 60.0
     stop_timeout: int = 10
@@ -201,7 +201,7 @@ def load(env: Mapping[str, str]) -> Config:
         log_level=log_level,
         log_format=log_format,
         swap=SwapSettings(
-            parallelism=int(r.number("SWAP_PARALLELISM", 4, minimum=1, integer=True)),
+            parallelism=int(r.number("SWAP_PARALLELISM", 16, minimum=1, integer=True)),
             grace_seconds=r.number("SWAP_GRACE_SECONDS", 5.0, minimum=0),
             health_timeout=r.number("SWAP_HEALTH_TIMEOUT", 60.0, minimum=1),
             stop_timeout=int(r.number("SWAP_STOP_TIMEOUT", 10, minimum=0, integer=True)),

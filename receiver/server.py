@@ -44,6 +44,9 @@ def serve(app: ASGIApp, host: str, port: int) -> None:
         port=port,
         log_config=None,
         server_header=False,
+        # The webhook route logs what each delivery did; a second line per request from
+        # uvicorn's access log would double the logging cost of a flood of deliveries.
+        access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     _Server(config).run()

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from . import github, logs
 from .admin import error, read_capped
-from .digests import Coordinator
+from .digests import COALESCED, UNCHANGED, Coordinator
 from .imageref import ImageRef
 from .metrics import Metrics
 from .registry import RegistryClient
@@ -59,7 +59,7 @@ def routes(
         if meaning.kind == "ping":
             return JSONResponse({**summary, "pong": True})
         if meaning.kind == "ignored":
-            log.info(
+            log.debug(
                 "delivery %s (%s) ignored: %s",
                 delivery.delivery_id,
                 delivery.event,
@@ -78,7 +78,10 @@ def routes(
                 runtimes[trigger.runtime] = coordinator.submit(
                     trigger.runtime, trigger.digest, source
                 )
-        log.info(
+        # A delivery that starts nothing (a duplicate, a redelivery) is counted in the
+        # metrics, not logged: at webhook rates the log line costs more than the work.
+        busy = any(outcome not in (UNCHANGED, COALESCED) for outcome in runtimes.values())
+        (log.info if busy else log.debug)(
             "delivery %s (%s): %s",
             delivery.delivery_id,
             delivery.event,
