@@ -611,10 +611,13 @@ class Stack:
                 raise
             self.client.api.remove_image(ref, force=True)
 
-    def pull_local(self, ref: str) -> str:
-        """Pull `ref` from the registry onto the engine and return the local image id."""
+    def pull_local(self, ref: str, auth: tuple[str, str] | None = None) -> str:
+        """Pull `ref` from the registry (as user `auth`) onto the engine; the local image id."""
         repository, tag = _split_ref(ref)
-        stream = self.client.api.pull(repository, tag=tag, stream=True, decode=True)
+        auth_config = {"username": auth[0], "password": auth[1]} if auth else None
+        stream = self.client.api.pull(
+            repository, tag=tag, stream=True, decode=True, auth_config=auth_config
+        )
         _check_stream(stream, f"pull of {ref}")
         image_id = self._image_id(ref)
         self._image_ids.add(image_id)
@@ -646,8 +649,10 @@ class Stack:
         volumes: dict[str, dict[str, str]] | list[str] | None = None,
         command: str | list[str] | None = None,
         start: bool = True,
+        auth: tuple[str, str] | None = None,
     ) -> str:
-        """Create (pulling `image` if needed) and start a tracked container; return its id."""
+        """Create (pulling `image` if needed, as user `auth`) and start a tracked container;
+        return its id."""
         # Track the name before creating, so even a half-made container is cleaned up.
         self._container_names.add(name)
 
@@ -668,7 +673,7 @@ class Stack:
         try:
             container = create()
         except docker.errors.ImageNotFound:
-            self.pull_local(image)
+            self.pull_local(image, auth)
             container = create()
         self._container_ids.add(container.id)
         if start:

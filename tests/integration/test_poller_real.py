@@ -122,10 +122,7 @@ def test_poller_on_a_token_registry_batches_tokens_and_pulls_with_credentials(
     for runtime in runtimes:
         repo = f"private/workspace-template-{runtime}"
         v1 = stack.publish(repo, version="v1", registry=token_registry.registry, auth=creds)
-        name, tag = v1.ref.rsplit(":", 1)
-        auth = {"username": creds[0], "password": creds[1]}
-        stack.client.api.pull(name, tag=tag, auth_config=auth)
-        stack.run_container(f"{prefix}{runtime}", v1.ref)
+        stack.run_container(f"{prefix}{runtime}", v1.ref, auth=creds)
         newest[runtime] = stack.publish(
             repo, version="v2", registry=token_registry.registry, auth=creds
         )

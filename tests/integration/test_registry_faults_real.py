@@ -164,9 +164,7 @@ def test_token_service_faults_fail_the_tick_only(
     stack.track_container(prefix)
     repository = f"private/workspace-template-{runtime}"
     v1 = stack.publish(repository, version="v1", registry=token_registry.registry, auth=creds)
-    name, tag = v1.ref.rsplit(":", 1)
-    stack.client.api.pull(name, tag=tag, auth_config={"username": creds[0], "password": creds[1]})
-    stack.run_container(f"{prefix}one", v1.ref, command=QUICK_STOP_CMD)
+    stack.run_container(f"{prefix}one", v1.ref, command=QUICK_STOP_CMD, auth=creds)
     template = f"{token_registry.registry}/private/workspace-template-{{runtime}}:latest"
     settings = config.load(
         {

@@ -68,9 +68,7 @@ def test_no_secret_token_or_body_is_ever_written(
     stack.track_container(prefix)
     repo = f"private/workspace-template-{runtime}"
     v1 = stack.publish(repo, version="v1", registry=token_registry.registry, auth=creds)
-    name, tag = v1.ref.rsplit(":", 1)
-    stack.client.api.pull(name, tag=tag, auth_config={"username": creds[0], "password": creds[1]})
-    stack.run_container(f"{prefix}one", v1.ref, command=QUICK_STOP_CMD)
+    stack.run_container(f"{prefix}one", v1.ref, command=QUICK_STOP_CMD, auth=creds)
     v2 = stack.publish(repo, version="v2", registry=token_registry.registry, auth=creds)
 
     webhook_secrets = [secrets.token_hex(20), secrets.token_hex(20)]
