@@ -161,6 +161,25 @@ def assert_converged(stack: Stack, ws: Workspaces, image: Published, log: str) -
         assert stack.exec(name, "cat", "/data/file") == f"precious-{name}"
 
 
+def recover_and_redeliver(
+    stack: Stack, ws: Workspaces, server: ReceiverProcess, token: str, v2: Published, delivery: str
+) -> None:
+    """Bring the engine back, redeliver v2, and see it converge with the book on v2."""
+    ws.proxy.up()
+    server.wait_ready("/readyz")
+    before = last_refresh_at(server, token, ws.runtime)
+    assert deliver(server, ws, v2.digest, delivery) == "scheduled"
+    wait_for(
+        "the redelivery's refresh",
+        lambda: refreshed_since(server, token, ws.runtime, before),
+        server,
+    )
+    record = book(server, token, ws.runtime)
+    assert record["last_refresh"]["ok"] is True, record
+    assert record["seen"] == v2.digest
+    assert_converged(stack, ws, v2, server.log())
+
+
 def test_engine_unreachable_at_start(stack: Stack, ws: Workspaces, tmp_path: Path) -> None:
     """Started without its engine, the receiver is up but not ready; a delivery is accepted
     and its refresh fails without moving the book; with the engine back it is ready, and a
@@ -184,19 +203,7 @@ def test_engine_unreachable_at_start(stack: Stack, ws: Workspaces, tmp_path: Pat
         assert state(stack, ws) == {name: (ws.v1.image_id, True) for name in ws.names}
         assert readiness(server) == (200, 503)
 
-        ws.proxy.up()
-        server.wait_ready("/readyz")
-        before = last_refresh_at(server, token, ws.runtime)
-        assert deliver(server, ws, v2.digest, "d-1") == "scheduled"
-        wait_for(
-            "the redelivery's refresh",
-            lambda: refreshed_since(server, token, ws.runtime, before),
-            server,
-        )
-        record = book(server, token, ws.runtime)
-        assert record["last_refresh"]["ok"] is True, record
-        assert record["seen"] == v2.digest
-        assert_converged(stack, ws, v2, server.log())
+        recover_and_redeliver(stack, ws, server, token, v2, "d-1")
     finally:
         assert server.stop() == 0
 
@@ -253,19 +260,7 @@ def test_engine_lost_during_a_pull(stack: Stack, ws: Workspaces, tmp_path: Path,
         assert state(stack, ws) == {name: (ws.v1.image_id, True) for name in ws.names}
         assert readiness(server) == (200, 503)
 
-        ws.proxy.up()
-        server.wait_ready("/readyz")
-        before = last_refresh_at(server, token, ws.runtime)
-        assert deliver(server, ws, v2.digest, "d-2") == "scheduled"
-        wait_for(
-            "the redelivery's refresh",
-            lambda: refreshed_since(server, token, ws.runtime, before),
-            server,
-        )
-        record = book(server, token, ws.runtime)
-        assert record["last_refresh"]["ok"] is True, record
-        assert record["seen"] == v2.digest
-        assert_converged(stack, ws, v2, server.log())
+        recover_and_redeliver(stack, ws, server, token, v2, "d-2")
     finally:
         assert server.stop() == 0
 
