@@ -41,6 +41,9 @@ def routes(
     async def handle(request: Request) -> JSONResponse:
         if not secrets:
             return error(503, "webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set")
+        if github.SIGNATURE_HEADER not in request.headers:
+            # Nothing to verify: refuse before reading the body, so unsigned floods are cheap.
+            return error(401, "missing X-Hub-Signature-256 header")
         body = await read_capped(request, max_body)
         if body is None:
             return error(413, f"body larger than {max_body} bytes")

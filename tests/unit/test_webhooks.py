@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -287,3 +287,21 @@ def test_dispatch_refusals(
     idle(client)
     assert response.status_code == status
     assert engine.ops() == []
+
+
+def test_an_unsigned_delivery_is_refused_before_its_body_is_read(client: AppClient) -> None:
+    """Without a signature header there is nothing to verify: 401 at once, body untouched."""
+    consumed: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            consumed.append(1)
+            yield b"x" * 1024
+
+    response = client.post(
+        "/webhooks/github",
+        content=body(),
+        headers={"Content-Type": "application/json", "X-GitHub-Event": "package"},
+    )
+    assert response.status_code == 401
+    assert len(consumed) <= 1  # at most what the transport buffers before the app answers
