@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .imageref import ImageRef
+from .imageref import ImageRef, try_parse
 
 # Raw engine JSON (container or image inspect) as the Engine API returns it.
 Inspect = Mapping[str, Any]
@@ -15,6 +15,11 @@ Inspect = Mapping[str, Any]
 def container_name(container: Inspect) -> str:
     """A container's name without the engine's leading slash."""
     return str(container.get("Name", "")).lstrip("/")
+
+
+def configured_image(container: Inspect) -> ImageRef | None:
+    """The image reference a container was created with (`Config.Image`), normalised."""
+    return try_parse(str((container.get("Config") or {}).get("Image") or ""))
 
 
 @dataclass(frozen=True)

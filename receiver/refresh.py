@@ -11,7 +11,7 @@ from typing import Any
 
 from . import imageref, logs
 from .config import Config
-from .engine import Engine, Image, Inspect, container_name
+from .engine import Engine, Image, Inspect, configured_image, container_name
 from .errors import EngineError, SwapError, UnknownRuntime
 from .repair import repair
 from .swap import Swapper, is_aside
@@ -67,8 +67,7 @@ def matches(container: Inspect, prefix: str, ref: imageref.ImageRef) -> bool:
     name = container_name(container)
     if not name.startswith(prefix) or is_aside(name):
         return False
-    configured = imageref.try_parse(str((container.get("Config") or {}).get("Image") or ""))
-    return configured == ref
+    return configured_image(container) == ref
 
 
 class RefreshService:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import imageref
-from .engine import Engine, Inspect, container_name
+from .engine import Engine, Inspect, configured_image, container_name
 from .errors import EngineError
 from .swap import parse_aside
 
@@ -54,8 +54,7 @@ def repair(
         if parsed is None:
             continue
         name, was_running = parsed
-        configured = imageref.try_parse(str((aside.get("Config") or {}).get("Image") or ""))
-        if not name.startswith(prefix) or configured != ref:
+        if not name.startswith(prefix) or configured_image(aside) != ref:
             continue
         done.append(_repair_one(engine, aside, name, was_running, by_name.get(name)))
     return done
