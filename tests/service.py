@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -79,3 +79,14 @@ class ReceiverProcess:
     def log(self) -> str:
         """Everything the receiver wrote so far."""
         return self.log_path.read_text(errors="replace")
+
+
+def wait_for(
+    what: str, check: Callable[[], object], server: ReceiverProcess, timeout: float = 90
+) -> None:
+    """Poll `check` until it is true; on time-out fail with the receiver's log."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; receiver log:\n{server.log()}")
+        time.sleep(0.05)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from receiver.swap import parse_aside
 from tests.engine_proxy import CREATE, PULL, START, Cut, EngineProxy
-from tests.service import ReceiverProcess
+from tests.service import ReceiverProcess, wait_for
 from tests.stack import QUICK_STOP_CMD, Published, Stack
 
 from .test_service_real import receiver_env
@@ -69,13 +68,6 @@ def serve(stack: Stack, ws: Workspaces, log: Path, **extra: str) -> ReceiverProc
         **extra,
     }
     return ReceiverProcess(env, log)
-
-
-def wait_for(what: str, check: Callable[[], object], server: ReceiverProcess) -> None:
-    deadline = time.monotonic() + 60
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{server.log()}"
-        time.sleep(0.1)
 
 
 def readiness(server: ReceiverProcess) -> tuple[int, int]:

@@ -4,13 +4,12 @@ repository is missing does not hold the others back."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.service import ReceiverProcess
+from tests.service import ReceiverProcess, wait_for
 from tests.stack import Stack
 from tests.token_registry import TokenRegistry
 
@@ -24,15 +23,6 @@ def status(server: ReceiverProcess, token: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def wait_for(what: str, check: Any, server: ReceiverProcess, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; receiver log:\n{server.log()}")
 
 
 def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(

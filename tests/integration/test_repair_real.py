@@ -3,25 +3,15 @@ old container aside; the next start finishes the swap or undoes it, losing nothi
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import docker.errors
 import pytest
 
-from tests.service import ReceiverProcess
+from tests.service import ReceiverProcess, wait_for
 from tests.stack import QUICK_STOP_CMD, Published, Stack
 
 from .test_service_real import receiver_env
-
-
-def wait_for(what: str, check: object, server: ReceiverProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; receiver log:\n{server.log()}")
 
 
 def named(stack: Stack, name: str) -> dict[str, object] | None:
