@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render is not None:
         return _render(args.render)
 
-    from tests.stack import Stack, StackUnavailable
+    from tests.support.stack import Stack, StackUnavailable
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     started = time.monotonic()

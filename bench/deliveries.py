@@ -1,31 +1,33 @@
-"""Signed GitHub deliveries for the benchmarks, shaped like the real multi-arch capture."""
+"""The benchmarks' view of tests/support/deliveries: runtimes' images, bodies and traffic mixes."""
 
 from __future__ import annotations
 
 import json
 import secrets
-import uuid
 from typing import Any
 
 import httpx
 
-from receiver.github import signature_for
+from tests.support import deliveries
+from tests.support.deliveries import OWNER, headers, sign
 
-from .util import FIXTURE
-
-OWNER = "org"
+__all__ = [
+    "OWNER",
+    "deliver",
+    "headers",
+    "image_template",
+    "memory_mix",
+    "new_secret",
+    "package_body",
+    "repository",
+    "sign",
+]
 
 
 def package_body(runtime: str, digest: str, tag: str = "latest") -> bytes:
     """The `package` delivery GitHub sends for the tagged push of the runtime's image
     (~11 KB: the real multi-arch index capture with owner, name, tag and digest set)."""
-    payload: dict[str, Any] = json.loads(FIXTURE.read_text())
-    package = payload["package"]
-    package["name"], package["owner"]["login"] = f"workspace-template-{runtime}", OWNER
-    version = package["package_version"]
-    version["version"] = digest
-    version["container_metadata"]["tag"] = {"name": tag, "digest": digest if tag else ""}
-    return json.dumps(payload).encode()
+    return deliveries.package_body(deliveries.template_name(runtime), digest, tag)
 
 
 def image_template(registry: str) -> str:
@@ -35,23 +37,12 @@ def image_template(registry: str) -> str:
 
 def repository(runtime: str) -> str:
     """The registry repository of a runtime's image."""
-    return f"{OWNER}/workspace-template-{runtime}"
-
-
-def headers(body: bytes, secret: str, event: str = "package") -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": signature_for(body, secret),
-    }
+    return f"{OWNER}/{deliveries.template_name(runtime)}"
 
 
 def deliver(base: str, body: bytes, secret: str, event: str = "package") -> httpx.Response:
     """POST one signed delivery to a server's /webhooks/github."""
-    return httpx.post(
-        f"{base}/webhooks/github", content=body, headers=headers(body, secret, event), timeout=30
-    )
+    return deliveries.deliver(base, body, secret, event=event)
 
 
 def new_secret() -> str:
@@ -69,7 +60,7 @@ def memory_mix(runtime: str, digest: str, secret: str) -> list[dict[str, Any]]:
     ping = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
 
     def entry(weight: int, body: bytes, event: str, signer: str = secret) -> dict[str, Any]:
-        hdrs = headers(body, signer, event)
+        hdrs = headers(body, signer, event=event)
         del hdrs["X-GitHub-Delivery"]  # the load generator makes one per request
         return {"weight": weight, "headers": hdrs, "body": body.decode()}
 

@@ -20,8 +20,6 @@ from typing import Any
 
 import httpx
 
-from receiver.github import signature_for
-
 from . import deliveries
 from .util import LOAD_CPU, ROOT, Child, free_port, pinned, python, ratios, say, summary
 
@@ -160,7 +158,7 @@ def run(
     body = deliveries.package_body(RUNTIME, digest)
     body_path = workdir / "ingest-body.json"
     body_path.write_bytes(body)
-    signature = signature_for(body, secret)
+    signature = deliveries.sign(body, secret)
 
     say("ingest: installing @octokit/webhooks from npm into a temp dir")
     octokit_dir, octokit_version = install_octokit(workdir)

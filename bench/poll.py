@@ -1,6 +1,6 @@
 """Poll cost: one tick's duration and registry requests for R runtimes, ours vs the original.
 
-The registry is a GHCR-like token registry (tests/token_registry.py) behind a proxy that
+The registry is a GHCR-like token registry (tests/support/token_registry.py) behind a proxy that
 adds `delay` each way to the registry and to its token realm.  Ours is what the poller
 runs per tick, `RegistryClient.digests()`: batched multi-scope token requests and HEADs 16
 at a time.  The baseline is the original design, in the same process and event loop: per

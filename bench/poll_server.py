@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.token_registry import TokenRegistry
+from tests.support.token_registry import TokenRegistry
 
 from .util import Child, free_port, python
 

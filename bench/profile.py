@@ -16,8 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from receiver.github import signature_for
-
 from . import deliveries, ingest
 from .util import say
 
@@ -56,14 +54,14 @@ def run(stack: Any, workdir: Path, seconds: float, connections: int, out: Path) 
     try:
         ingest.wait_unchanged(receiver.base, body, secret)
         url = f"{receiver.base}/webhooks/github"
-        ingest.wrk(url, body_path, signature_for(body, secret), connections, 2)
+        ingest.wrk(url, body_path, deliveries.sign(body, secret), connections, 2)
         say(f"profile: py-spy samples the receiver for {seconds:g} s (+5 s for a flamegraph)")
         collapsed = out.with_suffix(".txt")
         load: dict[str, Any] = {}
 
         def drive() -> None:
             load.update(
-                ingest.wrk(url, body_path, signature_for(body, secret), connections, seconds + 7)
+                ingest.wrk(url, body_path, deliveries.sign(body, secret), connections, seconds + 7)
             )
 
         thread = threading.Thread(target=drive)

@@ -386,8 +386,8 @@ def markdown(results: dict[str, Any], json_path: str, plotted: bool) -> str:
         "",
         "`scripts/bench` installs what it needs (Debian's docker.io, docker-registry, "
         "busybox-static and wrk; the `bench` extra; `@octokit/webhooks` from npm into a "
-        "temp dir), starts a private dockerd and registry (`tests/stack.py`) and a token "
-        "registry (`tests/token_registry.py`), and writes `bench/results/<date>.json`. "
+        "temp dir), starts a private dockerd and registry (`tests/support/stack.py`) and a token "
+        "registry (`tests/support/token_registry.py`), and writes `bench/results/<date>.json`. "
         "Run it when the machine is quiet (load average under 1.5): `--wait-quiet 300` "
         "waits up to that long for it.",
         "",

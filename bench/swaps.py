@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from receiver.admin_auth import AdminTokens
-from tests.stack import QUICK_STOP_CMD
+from tests.support.stack import QUICK_STOP_CMD
 
 from . import deliveries
 from .util import Child, free_port, python, ratios, say, summary

@@ -19,9 +19,6 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = (
-    ROOT / "tests" / "fixtures" / "github" / "package.published.container.multiarch-index.json"
-)
 
 # Two cores: every server under test runs on one, every load generator on the other.
 SERVER_CPU = 1

@@ -12,8 +12,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .admin_auth import AdminTokens, bearer_token
-from .digests import Coordinator
+from .coordinator import Coordinator
 from .errors import AdminTokenError, EngineUnavailable, UnknownRuntime
+from .outcomes import ADMIN
+from .web import error, read_capped
 
 MAX_BODY = 64 * 1024
 _FIELDS = {"runtimes", "recreate", "force"}
@@ -57,11 +59,6 @@ def parse_refresh_request(body: bytes) -> RefreshRequest:
     )
 
 
-def error(status: int, message: str, **headers: str) -> JSONResponse:
-    """A JSON error answer."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
-
-
 def authorize(request: Request, tokens: AdminTokens | None) -> JSONResponse | None:
     """None when the request carries a valid admin token, else the answer to send."""
     if tokens is None:
@@ -76,20 +73,8 @@ def authorize(request: Request, tokens: AdminTokens | None) -> JSONResponse | No
     return None
 
 
-async def read_capped(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it grows past `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def routes(
+    *,
     coordinator: Coordinator,
     tokens: AdminTokens | None,
     status: Callable[[], dict[str, Any]],
@@ -105,13 +90,14 @@ def routes(
             return error(413, f"body larger than {MAX_BODY} bytes")
         try:
             wanted = parse_refresh_request(body)
-            runtimes = coordinator.service.check_runtimes(wanted.runtimes)
-        except (ValueError, UnknownRuntime) as exc:
+        except ValueError as exc:
             return error(400, str(exc))
         try:
             result = await coordinator.refresh(
-                runtimes, recreate=wanted.recreate, force=wanted.force, source="admin"
+                wanted.runtimes, recreate=wanted.recreate, force=wanted.force, source=ADMIN
             )
+        except UnknownRuntime as exc:
+            return error(400, str(exc))
         except EngineUnavailable as exc:
             return error(500, str(exc))
         return JSONResponse(result.as_json())

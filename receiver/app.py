@@ -9,22 +9,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
-from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from . import admin, openapi, status, webhooks
+from . import admin, probes, status, webhooks
 from .admin_auth import AdminTokens
+from .book import DigestBook
 from .config import Config
-from .digests import Coordinator, DigestBook, Listener
+from .coordinator import Coordinator, Listener
 from .engine import Engine
 from .errors import EngineError
-from .metrics import CONTENT_TYPE, Metrics
+from .metrics import Metrics
 from .notify import Notifier
-from .poller import Poller, registry_fetch
+from .poller import Poller, Tick, registry_fetch
 from .refresh import RefreshService
 from .registry import RegistryClient
 
@@ -48,33 +47,37 @@ class Parts:
     on_shutdown: Callable[[], Awaitable[None]] | None = None
 
 
-def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
-    """Build the application; everything it talks to is passed in."""
-    coordinator, registry, metrics = parts.coordinator, parts.registry, parts.metrics
+async def _http_error(_: Request, exc: Exception) -> Response:
+    # Starlette's own 404/405 answers in the same JSON shape as ours (the OpenAPI says so).
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
 
-    async def readyz(_: Request) -> JSONResponse:
-        try:
-            await to_thread.run_sync(engine.ping)
-        except EngineError as exc:
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready"})
+def _poller(settings: Config, parts: Parts) -> Poller | None:
+    """The registry poller when IMAGE_AUTO_REFRESH is on."""
+    if not settings.auto_refresh:
+        return None
+    images = {runtime: settings.image_for(runtime) for runtime in settings.runtimes}
 
-    async def show_metrics(_: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+    def on_tick(tick: Tick) -> None:
+        parts.metrics.tick(tick.finished - tick.started, tick.finished)
 
-    async def show_openapi(_: Request) -> JSONResponse:
-        return JSONResponse(openapi.document())
+    return Poller(
+        parts.coordinator,
+        registry_fetch(parts.registry, images),
+        settings.poll_interval,
+        clock=parts.coordinator.clock,
+        on_tick=on_tick,
+    )
 
-    async def http_error(_: Request, exc: Exception) -> Response:
-        # Starlette's own 404/405 answers in the same JSON shape as ours (the OpenAPI says so).
-        assert isinstance(exc, HTTPException)
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+def _lifespan(
+    parts: Parts, poller: Poller | None
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """Start: boot (repair, seed) then the poller. Stop: the poller, then drain, then tell."""
+    coordinator = parts.coordinator
 
     async def background() -> None:
-        # Boot: repair cut-short swaps and seed the book from the host, before the first tick.
         try:
             await coordinator.boot()
         except EngineError as exc:
@@ -86,7 +89,6 @@ def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(background(), name="receiver-background")
         yield
-        # Stop observing first, then let refreshes in flight finish (bounded), then tell.
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -96,45 +98,39 @@ def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
         if parts.on_shutdown is not None:
             await parts.on_shutdown()
 
+    return lifespan
+
+
+def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
+    """Build the application; everything it talks to is passed in."""
+    coordinator = parts.coordinator
     images = {runtime: settings.image_for(runtime) for runtime in settings.runtimes}
-    poller = (
-        Poller(
-            coordinator,
-            registry_fetch(registry, images),
-            settings.poll_interval,
-            on_tick=lambda tick: metrics.tick(tick.finished - tick.started, tick.finished),
-        )
-        if settings.auto_refresh
-        else None
-    )
+    poller = _poller(settings, parts)
     app = Starlette(
         routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", show_metrics, methods=["GET"]),
-            Route("/openapi.json", show_openapi, methods=["GET"]),
+            *probes.routes(engine=engine, metrics=parts.metrics),
             *admin.routes(
-                coordinator,
-                parts.tokens,
-                lambda: status.snapshot(coordinator.book, images, poller),
+                coordinator=coordinator,
+                tokens=parts.tokens,
+                status=lambda: status.snapshot(coordinator.book, images, poller),
             ),
             *webhooks.routes(
-                coordinator,
-                registry,
-                images,
-                settings.webhook_secrets,
-                settings.dispatch_event_types,
-                settings.webhook_max_body,
-                metrics,
+                coordinator=coordinator,
+                registry=parts.registry,
+                images=images,
+                secrets=settings.webhook_secrets,
+                dispatch_types=settings.dispatch_event_types,
+                max_body=settings.webhook_max_body,
+                metrics=parts.metrics,
             ),
         ],
-        lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
+        lifespan=_lifespan(parts, poller),
+        exception_handlers={HTTPException: _http_error},
     )
-    # Exposed for status pages and for tests that wait for background refreshes.
+    # Exposed for tests and benchmarks that wait for background work.
     app.state.coordinator = coordinator
     app.state.poller = poller
-    app.state.metrics = metrics
+    app.state.metrics = parts.metrics
     return app
 
 
@@ -151,9 +147,7 @@ def build_app(
     # TLS is always verified; a registry on loopback is reached over plain HTTP (registry.py).
     http = http or httpx.AsyncClient(timeout=REGISTRY_TIMEOUT)
     notifier = Notifier(http, settings.notify_url) if settings.notify_url else None
-    listeners: list[Listener] = [
-        lambda e: metrics.refresh(e.runtime, e.source, e.result, e.seconds, e.since_trigger)
-    ]
+    listeners: list[Listener] = [metrics.refreshed]
     if notifier is not None:
         listeners.append(notifier)
     parts = Parts(

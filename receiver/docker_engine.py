@@ -12,7 +12,8 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from .engine import CreateSpec, Image, Inspect
+from .container import Container
+from .engine import CreateSpec, Image
 from .errors import EngineError, EngineUnavailable, PullError
 from .imageref import ImageRef
 
@@ -117,7 +118,7 @@ class DockerEngine:
             )
             _drain(stream, ref)
         except docker.errors.APIError as exc:
-            raise PullError(f"pull {ref} failed: {_explain(exc)}") from exc
+            raise PullError(f"pull {ref} failed: {_explain(exc)}", status=exc.status_code) from exc
         except _UNREACHABLE as exc:
             raise PullError(f"pull {ref} failed: engine unreachable ({exc})") from exc
         image = self.image(str(ref))
@@ -136,25 +137,23 @@ class DockerEngine:
             config=data.get("Config") or {},
         )
 
-    def list_containers(self, prefix: str) -> list[Inspect]:
-        """Inspect every container whose name contains `prefix`; the caller anchors the match."""
+    def list_containers(self, prefix: str) -> list[Container]:
+        """Every container whose name contains `prefix`; the caller anchors the match."""
         try:
             rows = self.api().containers(all=True, filters={"name": prefix})
         except (docker.errors.DockerException, *_UNREACHABLE) as exc:
             raise EngineUnavailable(f"cannot list containers: {exc}") from exc
-        found: list[Inspect] = []
+        found: list[Container] = []
         for row in rows:
-            inspect = self.inspect_container(str(row["Id"]))
-            if inspect is not None:  # removed between the list and the inspect
-                found.append(inspect)
+            container = self.inspect_container(str(row["Id"]))
+            if container is not None:  # removed between the list and the inspect
+                found.append(container)
         return found
 
-    def inspect_container(self, container_id: str) -> Inspect | None:
-        """Inspect one container, or None when it no longer exists."""
-        result: Inspect | None = self._call(
-            lambda api: api.inspect_container(container_id), missing_ok=True
-        )
-        return result
+    def inspect_container(self, container_id: str) -> Container | None:
+        """One container as it is now, or None when it no longer exists."""
+        data = self._call(lambda api: api.inspect_container(container_id), missing_ok=True)
+        return Container.from_inspect(data) if data is not None else None
 
     def create_container(self, spec: CreateSpec) -> str:
         """Create from a raw config body, then connect the networks create could not take."""
@@ -226,9 +225,9 @@ class DockerEngine:
         except docker.errors.NotFound as exc:
             if missing_ok:
                 return None
-            raise EngineError(_explain(exc)) from exc
+            raise EngineError(_explain(exc), status=exc.status_code) from exc
         except docker.errors.APIError as exc:
-            raise EngineError(_explain(exc)) from exc
+            raise EngineError(_explain(exc), status=exc.status_code) from exc
         except _UNREACHABLE as exc:
             raise EngineUnavailable(f"Docker engine unreachable: {exc}") from exc
         except docker.errors.DockerException as exc:

@@ -6,20 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .imageref import ImageRef, try_parse
-
-# Raw engine JSON (container or image inspect) as the Engine API returns it.
-Inspect = Mapping[str, Any]
-
-
-def container_name(container: Inspect) -> str:
-    """A container's name without the engine's leading slash."""
-    return str(container.get("Name", "")).lstrip("/")
-
-
-def configured_image(container: Inspect) -> ImageRef | None:
-    """The image reference a container was created with (`Config.Image`), normalised."""
-    return try_parse(str((container.get("Config") or {}).get("Image") or ""))
+from .container import Container
+from .imageref import ImageRef
 
 
 @dataclass(frozen=True)
@@ -53,11 +41,11 @@ class Engine(Protocol):
     def image(self, ref_or_id: str) -> Image | None:
         """Inspect a local image, or None when there is none."""
 
-    def list_containers(self, prefix: str) -> list[Inspect]:
-        """Inspect every container (running or not) whose name may start with `prefix`."""
+    def list_containers(self, prefix: str) -> list[Container]:
+        """Every container (running or not) whose name may start with `prefix`."""
 
-    def inspect_container(self, container_id: str) -> Inspect | None:
-        """Inspect one container, or None when it no longer exists."""
+    def inspect_container(self, container_id: str) -> Container | None:
+        """One container as it is now, or None when it no longer exists."""
 
     def create_container(self, spec: CreateSpec) -> str:
         """Create a container (not started) from `spec`, connect its extra networks; its id."""

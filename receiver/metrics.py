@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .coordinator import RefreshEvent
+from .outcomes import DeliveryOutcome, Source
 from .refresh import RefreshResult
 
 __all__ = ["CONTENT_TYPE", "Metrics", "event_label", "refresh_outcome"]
@@ -80,26 +82,20 @@ class Metrics:
             registry=r,
         )
 
-    def delivery(self, event: str | None, outcome: str) -> None:
+    def delivery(self, event: str | None, outcome: DeliveryOutcome) -> None:
         """Count one webhook delivery."""
-        self.deliveries.labels(event_label(event), outcome).inc()
+        self.deliveries.labels(event_label(event), str(outcome)).inc()
 
-    def refresh(
-        self,
-        runtime: str,
-        source: str,
-        result: RefreshResult,
-        seconds: float,
-        since_trigger: float | None,
-    ) -> None:
-        """Record one runtime's refresh; `since_trigger` is seconds since its trigger arrived."""
+    def refreshed(self, event: RefreshEvent) -> None:
+        """Record one runtime's refresh (a coordinator listener)."""
+        runtime, result = event.runtime, event.result
         outcome = refresh_outcome(runtime, result)
-        self.refreshes.labels(runtime, _source_label(source), outcome).inc()
-        self.refresh_duration.labels(runtime).observe(seconds)
+        self.refreshes.labels(runtime, _source_label(event.source), outcome).inc()
+        self.refresh_duration.labels(runtime).observe(event.seconds)
         if result.recreated:
             self.recreated.labels(runtime).inc(len(result.recreated))
-            if since_trigger is not None and outcome == "recreated":
-                self.trigger_to_running.labels(runtime).observe(since_trigger)
+            if outcome == "recreated":
+                self.trigger_to_running.labels(runtime).observe(event.since_trigger)
 
     def tick(self, seconds: float, finished_at: float) -> None:
         """Record one poll tick."""
@@ -112,7 +108,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _source_label(source: str) -> str:
-    """Sources are `admin`, `poll`, `boot` or `webhook:<event>`; the event is bounded too."""
-    kind, _, event = source.partition(":")
-    return f"{kind}:{event_label(event)}" if event else kind
+def _source_label(source: Source) -> str:
+    """`admin`, `poll` or `webhook:<event>`, the event bounded like the deliveries' label."""
+    return f"{source.kind}:{event_label(source.event)}" if source.event else str(source.kind)

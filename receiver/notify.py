@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from .digests import RefreshEvent
+from .coordinator import RefreshEvent
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,16 @@ def summary(event: RefreshEvent) -> dict[str, Any] | None:
     if result.recreated:
         parts.append(f"recreated {len(result.recreated)}: {', '.join(sorted(result.recreated))}")
     if result.failed:
-        failures = "; ".join(f"{name}: {why}" for name, why in sorted(result.failed.items()))
+        failures = "; ".join(
+            f"{name}: {result.failed[name].reason}" for name in sorted(result.failed)
+        )
         parts.append(f"FAILED {len(result.failed)}: {failures}")
     if result.repaired:
         parts.append(f"repaired after a crash: {', '.join(sorted(result.repaired))}")
     return {
         "text": " — ".join(parts),
         "runtime": event.runtime,
-        "source": event.source,
+        "source": str(event.source),
         "digest": digest,
         "ok": not result.failed,
         "duration_seconds": round(event.seconds, 3),

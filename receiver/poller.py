@@ -10,22 +10,20 @@ the coordinator, the same digest book the webhooks use. The rules:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .digests import SCHEDULED, UNCHANGED, Coordinator
+from .clock import SYSTEM, Clock
+from .coordinator import Coordinator
 from .errors import EngineError
 from .imageref import ImageRef
+from .outcomes import POLL, PollOutcome, TriggerOutcome
 from .registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
-# What a tick did with one runtime, beyond the coordinator's own answers.
-SEEDED, FETCH_FAILED, HOST_UNKNOWN = "seeded", "fetch failed", "waiting for the engine"
 JITTER = 0.1  # each pause is the interval ± 10 %, so many receivers do not poll in step
 
 # The fetch seam: runtimes in, each one's tag digest (or the error that stopped it) out.
@@ -44,22 +42,12 @@ def registry_fetch(registry: RegistryClient, images: Mapping[str, ImageRef]) -> 
 
 @dataclass
 class Tick:
-    """One tick's record, for the status page and the logs."""
+    """One tick's record (wall times), for the status page and the logs."""
 
     started: float
     finished: float = 0.0
-    outcomes: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, PollOutcome | TriggerOutcome] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, object]:
-        """The status page's view."""
-        return {
-            "started": self.started,
-            "finished": self.finished,
-            "duration_seconds": round(self.finished - self.started, 3),
-            "outcomes": dict(sorted(self.outcomes.items())),
-            "errors": dict(sorted(self.errors.items())),
-        }
 
 
 class Poller:
@@ -71,8 +59,7 @@ class Poller:
         fetch: Fetch,
         interval: float,
         *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock = SYSTEM,
         jitter: Callable[[], float] = lambda: random.uniform(-JITTER, JITTER),  # noqa: S311
         on_tick: Callable[[Tick], None] | None = None,
     ) -> None:
@@ -80,11 +67,10 @@ class Poller:
         self.fetch = fetch
         self.interval = interval
         self.clock = clock
-        self.sleep = sleep
         self.jitter = jitter
         self.on_tick = on_tick
         self.last_tick: Tick | None = None
-        self.next_tick: float | None = None
+        self.next_tick: float | None = None  # wall time
         self.ticks = 0
 
     async def run(self) -> None:
@@ -95,14 +81,14 @@ class Poller:
             except Exception:
                 log.exception("poll tick failed")
             pause = self.interval * (1 + self.jitter())
-            self.next_tick = self.clock() + pause
-            await self.sleep(pause)
+            self.next_tick = self.clock.wall() + pause
+            await self.clock.pause(pause)
 
     async def tick(self) -> Tick:
         """Observe every runtime once and hand what changed to the coordinator."""
         book = self.coordinator.book
-        runtimes = list(book.states)
-        tick = Tick(started=self.clock())
+        runtimes = self.coordinator.runtimes
+        tick = Tick(started=self.clock.wall())
         self.next_tick = None
         unchecked = [name for name in runtimes if not book.states[name].host_checked]
         if unchecked:
@@ -118,18 +104,18 @@ class Poller:
             found = observed.get(runtime)
             if not isinstance(found, str):
                 reason = str(found) if found is not None else "no answer"
-                tick.outcomes[runtime], tick.errors[runtime] = FETCH_FAILED, reason
+                tick.outcomes[runtime], tick.errors[runtime] = PollOutcome.FETCH_FAILED, reason
                 book.note_poll(runtime, None, reason)
                 log.warning("poll: runtime %s: %s", runtime, reason)
                 continue
             book.note_poll(runtime, found, None)
             tick.outcomes[runtime] = self._observe(runtime, found)
-        tick.finished = self.clock()
+        tick.finished = self.clock.wall()
         self.ticks += 1
         self.last_tick = tick
         if self.on_tick is not None:
             self.on_tick(tick)
-        changed = {k: v for k, v in tick.outcomes.items() if v != UNCHANGED}
+        changed = {k: str(v) for k, v in tick.outcomes.items() if v != TriggerOutcome.UNCHANGED}
         log.info(
             "poll tick %d: %d runtime(s), %d unchanged, %d error(s)%s",
             self.ticks,
@@ -140,19 +126,19 @@ class Poller:
         )
         return tick
 
-    def _observe(self, runtime: str, digest: str) -> str:
+    def _observe(self, runtime: str, digest: str) -> PollOutcome | TriggerOutcome:
         state = self.coordinator.book.states[runtime]
         if not state.host_checked:
             # Seeding now could swallow an update published while the engine was away.
-            return HOST_UNKNOWN
+            return PollOutcome.HOST_UNKNOWN
         if state.seen is None and not state.host_stale:
             self.coordinator.book.seed(runtime, digest)
             log.info("poll: runtime %s: first observation %s, seeded", runtime, digest)
-            return SEEDED
+            return PollOutcome.SEEDED
         if digest == state.seen:
             # Not a trigger: leave the last trigger (a webhook, say) on the status page.
-            return UNCHANGED
-        outcome = self.coordinator.submit(runtime, digest, "poll")
-        if outcome == SCHEDULED:
+            return TriggerOutcome.UNCHANGED
+        outcome = self.coordinator.submit(runtime, digest, POLL)
+        if outcome is TriggerOutcome.SCHEDULED:
             log.info("poll: runtime %s: %s → %s, refreshing", runtime, state.seen, digest)
         return outcome

@@ -11,10 +11,12 @@ from typing import Any
 
 from . import imageref, logs
 from .config import Config
-from .engine import Engine, Image, Inspect, configured_image, container_name
+from .container import Container
+from .engine import Engine, Image
 from .errors import EngineError, SwapError, UnknownRuntime
-from .repair import repair
-from .swap import Swapper, is_aside
+from .outcomes import Failure
+from .repair import Repair, repair
+from .swap import Swapper
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +31,19 @@ class RefreshResult:
     pulled: list[str] = field(default_factory=list)
     recreated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, Failure] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
-    repaired: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, Repair] = field(default_factory=dict)
     removed_images: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when nothing failed."""
         return not self.failed
+
+    def fail(self, failure: Failure) -> None:
+        """Record a failure under its subject (a runtime or a container)."""
+        self.failed[failure.subject] = failure
 
     def merge(self, other: RefreshResult) -> None:
         """Add another result's entries to this one."""
@@ -55,19 +61,11 @@ class RefreshResult:
             "pulled": sorted(self.pulled),
             "recreated": sorted(self.recreated),
             "unchanged": sorted(self.unchanged),
-            "failed": dict(sorted(self.failed.items())),
+            "failed": {name: self.failed[name].reason for name in sorted(self.failed)},
             "digests": dict(sorted(self.digests.items())),
-            "repaired": dict(sorted(self.repaired.items())),
+            "repaired": {name: str(self.repaired[name]) for name in sorted(self.repaired)},
             "removed_images": sorted(self.removed_images),
         }
-
-
-def matches(container: Inspect, prefix: str, ref: imageref.ImageRef) -> bool:
-    """Tell whether a container is a workspace of the runtime whose image is `ref`."""
-    name = container_name(container)
-    if not name.startswith(prefix) or is_aside(name):
-        return False
-    return configured_image(container) == ref
 
 
 class RefreshService:
@@ -119,7 +117,7 @@ class RefreshService:
         *,
         recreate: bool = True,
         force: bool = False,
-        containers: Sequence[Inspect] | None = None,
+        containers: Sequence[Container] | None = None,
     ) -> RefreshResult:
         """Refresh one runtime; failures are reported in the result, never raised.
 
@@ -135,7 +133,7 @@ class RefreshService:
                 image = self.engine.pull(ref)
             except EngineError as exc:
                 log.warning("runtime %s: %s", runtime, exc)
-                result.failed[runtime] = str(exc)
+                result.fail(Failure.of(runtime, exc))
                 return result
             result.pulled.append(runtime)
             digest = imageref.digest_for(list(image.repo_digests), ref)
@@ -143,7 +141,8 @@ class RefreshService:
                 result.digests[runtime] = digest
             log.info("runtime %s: pulled %s (%s)", runtime, ref, digest or image.id)
             if recreate and containers is not None:
-                mine = [c for c in containers if matches(c, self.config.container_prefix, ref)]
+                prefix = self.config.container_prefix
+                mine = [c for c in containers if c.is_workspace_of(prefix, ref)]
                 self._recreate(runtime, mine, image, str(ref), force, result)
             return result
 
@@ -161,28 +160,28 @@ class RefreshService:
         return result
 
     def _repair(
-        self, runtime: str, containers: Sequence[Inspect] | None, result: RefreshResult
-    ) -> Sequence[Inspect]:
+        self, runtime: str, containers: Sequence[Container] | None, result: RefreshResult
+    ) -> Sequence[Container]:
         """Repair the runtime's containers left aside; the container list as it is after."""
         prefix = self.config.container_prefix
         if containers is None:
             containers = self.engine.list_containers(prefix)
         done = repair(self.engine, containers, prefix, self.config.image_for(runtime))
         for item in done:
-            result.repaired[item.name] = item.action + (f": {item.detail}" if item.detail else "")
+            result.repaired[item.name] = item
         return self.engine.list_containers(prefix) if done else containers
 
     def _recreate(
         self,
         runtime: str,
-        containers: list[Inspect],
+        containers: list[Container],
         image: Image,
         ref: str,
         force: bool,
         result: RefreshResult,
     ) -> None:
-        stale = [c for c in containers if force or c.get("Image") != image.id]
-        result.unchanged += [container_name(c) for c in containers if c not in stale]
+        stale = [c for c in containers if force or c.image_id != image.id]
+        result.unchanged += [c.name for c in containers if c not in stale]
         if not stale:
             return
         log.info("runtime %s: recreating %d container(s) on %s", runtime, len(stale), image.id[:19])
@@ -191,24 +190,23 @@ class RefreshService:
 
         tags = logs.current_context()  # pool threads start with an empty context
 
-        def swap_one(container: Inspect) -> None:
-            name = container_name(container)
-            with logs.context(**tags, container=name):
-                swap_tagged(container, name)
+        def swap_one(container: Container) -> None:
+            with logs.context(**tags, container=container.name):
+                swap_tagged(container, container.name)
 
-        def swap_tagged(container: Inspect, name: str) -> None:
+        def swap_tagged(container: Container, name: str) -> None:
             # An engine error reading this container (the engine went away meanwhile) fails
             # this container only: the others' outcomes, swapped or failed, still count.
             try:
-                fresh = self.engine.inspect_container(str(container["Id"]))
+                fresh = self.engine.inspect_container(container.id)
                 if fresh is None:
                     log.info("runtime %s: %s vanished before its swap; skipped", runtime, name)
                     return
-                if not force and fresh.get("Image") == image.id:
+                if not force and fresh.image_id == image.id:
                     with lock:
                         result.unchanged.append(name)
                     return
-                old_image_id = str(fresh.get("Image"))
+                old_image_id = fresh.image_id
                 with lock:
                     if old_image_id not in old_configs:
                         old = self.engine.image(old_image_id)
@@ -218,7 +216,7 @@ class RefreshService:
             except (SwapError, EngineError) as exc:
                 log.error("runtime %s: recreate %s failed: %s", runtime, name, exc)
                 with lock:
-                    result.failed[name] = str(exc)
+                    result.fail(Failure.of(name, exc))
                 return
             log.info("runtime %s: recreated %s", runtime, name)
             with lock:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from . import imageref
 from .config import Config
 from .engine import Engine, Image
-from .refresh import matches
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def host_seeds(engine: Engine, config: Config, runtimes: Sequence[str]) -> dict[
     seeds: dict[str, HostSeed] = {}
     for runtime in runtimes:
         ref = config.image_for(runtime)
-        mine = [c for c in containers if matches(c, config.container_prefix, ref)]
-        running = [digest_of(str(c.get("Image", "")), ref) for c in mine]
+        mine = [c for c in containers if c.is_workspace_of(config.container_prefix, ref)]
+        running = [digest_of(c.image_id, ref) for c in mine]
         seeds[runtime] = decide(running, None if mine else digest_of(str(ref), ref))
     return seeds

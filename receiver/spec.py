@@ -74,7 +74,8 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from .engine import CreateSpec, Inspect
+from .container import Container, Inspect
+from .engine import CreateSpec
 
 # Config keys whose value is dropped when it merely equals the old image's default, so the
 # new image's default applies instead (the trap: pinning the old entrypoint forever).
@@ -92,7 +93,7 @@ _ENDPOINT_CONFIG_KEYS = ("IPAMConfig", "Aliases", "Links", "DriverOpts")
 
 
 def build_create_spec(
-    container: Inspect, old_image_config: Mapping[str, Any] | None, image: str
+    container: Container, old_image_config: Mapping[str, Any] | None, image: str
 ) -> CreateSpec:
     """The request that recreates `container` on `image`, keeping what the user set.
 
@@ -100,14 +101,16 @@ def build_create_spec(
     its defaults are dropped so the new image's defaults win. When it is None (the old image
     is gone) nothing can be told apart from a default, so everything is kept.
     """
-    name = str(container["Name"]).lstrip("/")
-    config = _config(container, old_image_config or {}, image, known=old_image_config is not None)
-    host_config = _host_config(container)
-    primary, extra = _networks(container)
+    inspect = container.inspect
+    short_id = container.id[:12]
+    known = old_image_config is not None
+    config = _config(inspect, old_image_config or {}, image, short_id, known=known)
+    host_config = _host_config(inspect)
+    primary, extra = _networks(inspect, short_id)
     body: dict[str, Any] = {**config, "HostConfig": host_config}
     if primary:
         body["NetworkingConfig"] = {"EndpointsConfig": primary}
-    return CreateSpec(name=name, body=body, extra_networks=extra)
+    return CreateSpec(name=container.name, body=body, extra_networks=extra)
 
 
 def _network_mode(container: Inspect) -> str:
@@ -115,12 +118,11 @@ def _network_mode(container: Inspect) -> str:
 
 
 def _config(
-    container: Inspect, image_config: Mapping[str, Any], image: str, *, known: bool
+    container: Inspect, image_config: Mapping[str, Any], image: str, short_id: str, *, known: bool
 ) -> dict[str, Any]:
     config: dict[str, Any] = copy.deepcopy(dict(container.get("Config") or {}))
     host_config = container.get("HostConfig") or {}
     config["Image"] = image
-    short_id = str(container.get("Id", ""))[:12]
     shares_network = _network_mode(container).startswith("container:")
     # The engine sets the hostname to the short id unless the user chose one; a copied
     # auto hostname would make the new container claim its predecessor's identity. In
@@ -218,12 +220,13 @@ def _bind_target(bind: str) -> str:
     return posixpath.normpath(parts[1] if len(parts) > 1 else parts[0])
 
 
-def _networks(container: Inspect) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _networks(
+    container: Inspect, short_id: str
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The network to create with, and the ones to connect afterwards, config fields only."""
     mode = _network_mode(container)
     if mode in ("none", "host") or mode.startswith("container:"):
         return {}, {}
-    short_id = str(container.get("Id", ""))[:12]
     endpoints: dict[str, dict[str, Any]] = {}
     networks: Mapping[str, Any] = (container.get("NetworkSettings") or {}).get("Networks") or {}
     for network, endpoint in networks.items():

@@ -6,54 +6,79 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from .digests import DigestBook
+from .book import DigestBook, PollRecord, RefreshRecord, RuntimeState, TriggerRecord
 from .imageref import ImageRef
-from .poller import Poller
+from .poller import Poller, Tick
 
 
-def iso(timestamp: object) -> object:
-    """A Unix timestamp as ISO 8601 UTC; anything else as it is."""
-    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
-        moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return timestamp
-
-
-def _stamped(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A record with its times in ISO 8601, or None when nothing was recorded yet."""
-    if not record:
+def iso(timestamp: float | None) -> str | None:
+    """A Unix timestamp as ISO 8601 UTC with milliseconds (None stays None)."""
+    if timestamp is None:
         return None
-    return {key: iso(value) if key in _TIMES else value for key, value in record.items()}
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_TIMES = {"at", "started", "finished"}
+def _trigger(record: TriggerRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {"at": iso(record.at), "source": str(record.source), "digest": record.digest}
+
+
+def _refresh(record: RefreshRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "at": iso(record.at),
+        "source": str(record.source),
+        "ok": record.ok,
+        "recreated": list(record.recreated),
+        "failed": {name: failure.reason for name, failure in record.failed.items()},
+    }
+
+
+def _poll(record: PollRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {"at": iso(record.at), "digest": record.digest, "error": record.error}
+
+
+def _tick(tick: Tick | None) -> dict[str, Any] | None:
+    if tick is None:
+        return None
+    return {
+        "started": iso(tick.started),
+        "finished": iso(tick.finished),
+        "duration_seconds": round(tick.finished - tick.started, 3),
+        "outcomes": {name: str(tick.outcomes[name]) for name in sorted(tick.outcomes)},
+        "errors": dict(sorted(tick.errors.items())),
+    }
+
+
+def _runtime(image: ImageRef, state: RuntimeState) -> dict[str, Any]:
+    pending = state.pending
+    return {
+        "image": str(image),
+        "seen": state.seen,
+        "refreshing": state.driving,
+        "pending": ({"digest": pending.digest, "source": str(pending.source)} if pending else None),
+        "last_trigger": _trigger(state.last_trigger),
+        "last_refresh": _refresh(state.last_refresh),
+        "last_poll": _poll(state.last_poll),
+    }
 
 
 def snapshot(
     book: DigestBook, images: Mapping[str, ImageRef], poller: Poller | None
 ) -> dict[str, Any]:
     """Everything `GET /admin/status` shows."""
-    runtimes: dict[str, Any] = {}
-    for name, state in book.states.items():
-        runtimes[name] = {
-            "image": str(images[name]),
-            "seen": state.seen,
-            "refreshing": state.driving,
-            "pending": (
-                {"digest": state.pending.digest, "source": state.pending.source}
-                if state.pending
-                else None
-            ),
-            "last_trigger": _stamped(state.last_trigger),
-            "last_refresh": _stamped(state.last_refresh),
-            "last_poll": _stamped(state.last_poll),
-        }
+    runtimes = {name: _runtime(images[name], state) for name, state in book.states.items()}
     poll: dict[str, Any] = {"enabled": poller is not None}
     if poller is not None:
         poll.update(
             interval_seconds=poller.interval,
             ticks=poller.ticks,
-            last_tick=_stamped(poller.last_tick.as_json()) if poller.last_tick else None,
+            last_tick=_tick(poller.last_tick),
             next_tick=iso(poller.next_tick),
         )
     return {"runtimes": runtimes, "poller": poll}

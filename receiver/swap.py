@@ -3,68 +3,34 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
+from .clock import SYSTEM, Clock
 from .config import SwapSettings
-from .engine import Engine, Inspect
-from .errors import EngineError, SwapError
+from .container import Container, Health, aside_name
+from .engine import Engine
+from .errors import Cause, EngineError, NotReady, ReceiverError, SwapError
 from .spec import build_create_spec
 
 log = logging.getLogger(__name__)
 
-# The old container waits under `<name>-receiver-aside` until its replacement is proven.
-# A crash in between leaves it recognisable for repair at the next start, and the name also
-# records whether it was running (the engine renames atomically; no journal needed).
-ASIDE_SUFFIX = "-receiver-aside"
-STOPPED_MARK = "-stopped"
 _POLL_SECONDS = 0.2
 
 
-def aside_name(name: str, *, running: bool = True) -> str:
-    """The name an old container waits under while its replacement starts."""
-    return f"{name}{ASIDE_SUFFIX}" + ("" if running else STOPPED_MARK)
-
-
-def parse_aside(name: str) -> tuple[str, bool] | None:
-    """(original name, was running) of a container set aside by a swap, else None."""
-    name = name.lstrip("/")
-    for suffix, running in ((ASIDE_SUFFIX, True), (ASIDE_SUFFIX + STOPPED_MARK, False)):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], running
-    return None
-
-
-def is_aside(name: str) -> bool:
-    """Tell whether a container name is an old container set aside by a swap."""
-    return parse_aside(name) is not None
-
-
-@dataclass(frozen=True)
-class Clock:
-    """Time as the swap sees it; tests pass a fake that does not sleep."""
-
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-
-
 class Swapper:
-    """Performs the undoable swap of DESIGN.md for one container at a time (thread-safe)."""
+    """Performs the undoable swap of one container at a time (thread-safe); see README."""
 
-    def __init__(self, engine: Engine, settings: SwapSettings, clock: Clock | None = None) -> None:
+    def __init__(self, engine: Engine, settings: SwapSettings, clock: Clock = SYSTEM) -> None:
         self.engine = engine
         self.settings = settings
-        self.clock = clock or Clock()
+        self.clock = clock
 
     def swap(
-        self, container: Inspect, old_image_config: Mapping[str, Any] | None, image: str
+        self, container: Container, old_image_config: Mapping[str, Any] | None, image: str
     ) -> str:
         """Recreate `container` on `image` and return the new container's id, or raise SwapError."""
-        name = str(container["Name"]).lstrip("/")
-        old_id = str(container["Id"])
-        was_running = bool((container.get("State") or {}).get("Running"))
+        name, old_id, was_running = container.name, container.id, container.running
         spec = build_create_spec(container, old_image_config, image)
         stop_timeout = _stop_timeout(container, self.settings.stop_timeout)
         old_stopped = self._set_aside(old_id, name, was_running, stop_timeout)
@@ -82,6 +48,7 @@ class Swapper:
                 f"{name}: {exc}; " + ("old container restored" if restored else "RESTORE FAILED"),
                 container=name,
                 restored=restored,
+                cause=exc.cause if isinstance(exc, ReceiverError) else Cause.OTHER,
             ) from exc
         try:
             self.engine.remove(old_id)
@@ -101,9 +68,12 @@ class Swapper:
         except EngineError as exc:
             if not was_running:
                 raise SwapError(
-                    f"{name}: cannot rename aside: {exc}", container=name, restored=True
+                    f"{name}: cannot rename aside: {exc}",
+                    container=name,
+                    restored=True,
+                    cause=exc.cause,
                 ) from exc
-            # Some engines cannot rename a running container (see DESIGN.md); a stopped one
+            # Some engines cannot rename a running container (see README); a stopped one
             # always can.
             log.info("swap %s: rename while running failed (%s); stopping first", name, exc)
         try:
@@ -112,7 +82,10 @@ class Swapper:
         except EngineError as exc:
             restored = self._restart(old_id, name, was_running)
             raise SwapError(
-                f"{name}: cannot rename aside: {exc}", container=name, restored=restored
+                f"{name}: cannot rename aside: {exc}",
+                container=name,
+                restored=restored,
+                cause=exc.cause,
             ) from exc
         return True
 
@@ -121,40 +94,30 @@ class Swapper:
         settings = self.settings
         started = self.clock.monotonic()
         while True:
-            state = self._state(container_id)
-            health = (state.get("Health") or {}).get("Status")
+            new = self._inspect(container_id)
             elapsed = self.clock.monotonic() - started
-            if not state.get("Running") or state.get("Restarting"):
-                raise SwapError(
-                    f"new container stopped (exit code {state.get('ExitCode')})",
-                    container=container_id,
-                    restored=False,
-                )
-            if health == "unhealthy":
-                raise SwapError(
-                    "new container is unhealthy", container=container_id, restored=False
-                )
-            if health == "healthy" or (health is None and elapsed >= settings.grace_seconds):
+            if not new.running or new.restarting:
+                raise NotReady(f"new container stopped (exit code {new.exit_code})")
+            if new.health is Health.UNHEALTHY:
+                raise NotReady("new container is unhealthy")
+            if new.health is Health.HEALTHY or (
+                new.health is None and elapsed >= settings.grace_seconds
+            ):
                 return
-            if health is not None and elapsed >= settings.health_timeout:
-                raise SwapError(
-                    f"new container not healthy after {settings.health_timeout:g}s",
-                    container=container_id,
-                    restored=False,
-                )
+            if new.health is not None and elapsed >= settings.health_timeout:
+                raise NotReady(f"new container not healthy after {settings.health_timeout:g}s")
             wait = _POLL_SECONDS
-            if health is None:
+            if new.health is None:
                 # Without a healthcheck the answer is due at the grace deadline: look then,
                 # not up to a poll interval later.
                 wait = min(wait, max(settings.grace_seconds - elapsed, 0.0))
             self.clock.sleep(wait)
 
-    def _state(self, container_id: str) -> Mapping[str, Any]:
-        inspect = self.engine.inspect_container(container_id)
-        if inspect is None:
-            raise SwapError("new container disappeared", container=container_id, restored=False)
-        state: Mapping[str, Any] = inspect.get("State") or {}
-        return state
+    def _inspect(self, container_id: str) -> Container:
+        found = self.engine.inspect_container(container_id)
+        if found is None:
+            raise NotReady("new container disappeared", cause=Cause.OTHER)
+        return found
 
     def _restore(self, old_id: str, name: str, new_id: str | None, was_running: bool) -> bool:
         """Undo a swap: remove the replacement, give the old container its name and state back.
@@ -178,8 +141,8 @@ class Swapper:
         if not was_running:
             return True
         try:
-            inspect = self.engine.inspect_container(old_id)
-            if inspect is not None and not (inspect.get("State") or {}).get("Running"):
+            old = self.engine.inspect_container(old_id)
+            if old is not None and not old.running:
                 self.engine.start(old_id)
         except EngineError as exc:
             log.error("swap %s: could not start the old container again: %s", name, exc)
@@ -187,7 +150,6 @@ class Swapper:
         return True
 
 
-def _stop_timeout(container: Inspect, default: int) -> int:
+def _stop_timeout(container: Container, default: int) -> int:
     """The container's own StopTimeout when it set one, else the configured default."""
-    value = (container.get("Config") or {}).get("StopTimeout")
-    return int(value) if isinstance(value, int) and value >= 0 else default
+    return container.stop_timeout if container.stop_timeout is not None else default

@@ -1,6 +1,6 @@
 """The whole loop on this machine: publish v1, run workspaces, publish v2, deliver, compare.
 
-Brings up a private Docker engine and a local registry (tests/stack.py) unless usable ones
+Brings up a private Docker engine and a local registry (tests/support/stack.py) unless usable ones
 are reachable, starts the receiver with `serve`, publishes v2 and sends the signed `package`
 deliveries GitHub would send for it, shows the swaps as they happen, and prints a
 before/after table and the time from the delivery to every workspace running v2.
@@ -9,9 +9,6 @@ before/after table and the time from the delivery to every workspace running v2.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
-import json
 import os
 import secrets
 import sys
@@ -23,19 +20,12 @@ from pathlib import Path
 import docker.errors
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.service import ReceiverProcess  # noqa: E402
-from tests.stack import QUICK_STOP_CMD, Stack, StackUnavailable  # noqa: E402
+from tests.support import deliveries
+from tests.support.service import ReceiverProcess
+from tests.support.stack import QUICK_STOP_CMD, Stack, StackUnavailable
 
 RUNTIME = "claude-code"
 WORKSPACES = ("ws-demo-alice", "ws-demo-bob")
-
-
-FIXTURE = (
-    ROOT / "tests" / "fixtures" / "github" / "package.published.container.multiarch-index.json"
-)
 
 
 def say(message: str) -> None:
@@ -44,7 +34,7 @@ def say(message: str) -> None:
 
 def repo_digest(stack: Stack, image_id: str) -> str:
     """The registry digest the engine knows an image by (its RepoDigests entry)."""
-    digests = stack.client.api.inspect_image(image_id).get("RepoDigests") or []
+    digests = stack.client.images.get(image_id).attrs.get("RepoDigests") or []
     return str(digests[0]).split("@", 1)[1][:19] if digests else "(none)"
 
 
@@ -61,35 +51,17 @@ def table(stack: Stack, title: str) -> None:
     print()
 
 
-def deliveries(digest: str) -> list[tuple[str, bytes]]:
+def publish_deliveries(digest: str) -> list[tuple[str, bytes]]:
     """What GitHub sends for a multi-arch push: the tagged index, then one untagged delivery
     per platform manifest (the receiver acts on the first and ignores the others)."""
-    payload = json.loads(FIXTURE.read_text())
-    package = payload["package"]
-    package["name"], package["owner"]["login"] = f"workspace-template-{RUNTIME}", "molecule-ai"
-    version = package["package_version"]
-    sent = []
-    for n, tag in enumerate(["latest", "", ""]):
-        manifest = digest if tag else "sha256:" + f"{n:x}" * 64
-        version["version"] = manifest
-        version["container_metadata"]["tag"] = {"name": tag, "digest": manifest}
-        sent.append((f"demo-{uuid.uuid4()}", json.dumps(payload).encode()))
-    return sent
+    name = deliveries.template_name(RUNTIME)
+    manifests = [(digest, "latest")] + [("sha256:" + f"{n:x}" * 64, "") for n in (1, 2)]
+    bodies = [deliveries.package_body(name, d, tag, owner="molecule-ai") for d, tag in manifests]
+    return [(f"demo-{uuid.uuid4()}", body) for body in bodies]
 
 
 def deliver(server: ReceiverProcess, secret: str, delivery: str, body: bytes) -> httpx.Response:
-    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return httpx.post(
-        f"{server.base}/webhooks/github",
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-GitHub-Event": "package",
-            "X-GitHub-Delivery": delivery,
-            "X-Hub-Signature-256": signature,
-        },
-        timeout=30,
-    )
+    return deliveries.deliver(server.base, body, secret, delivery=delivery)
 
 
 def watch(stack: Stack, target_image: str, since: float, timeout: float = 120) -> float | None:
@@ -165,7 +137,7 @@ def main() -> int:
         say(f"a delivery signed with the wrong secret: HTTP {forged.status_code}")
         say("sending the signed package deliveries to POST /webhooks/github")
         started = time.monotonic()
-        for delivery, body in deliveries(v2.digest):
+        for delivery, body in publish_deliveries(v2.digest):
             answer = deliver(server, secret, delivery, body)
             took = (time.monotonic() - started) * 1000
             print(f"  +{took:5.0f}ms  HTTP {answer.status_code}: {answer.text}", flush=True)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, StackUnavailable
-from tests.token_registry import TokenRegistry
+from tests.support.stack import Stack
+from tests.support.token_registry import TokenRegistry
+
+from .needs import need
 
 _HERE = Path(__file__).parent
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,14 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """One engine and registry for the whole session, started on first use."""
-    try:
-        started = Stack.start()
-    except StackUnavailable as exc:
-        # CI must have the stack: a skip there would hide that nothing was tested.
-        if _in_ci():
-            pytest.fail(f"test stack unavailable in CI: {exc.reason}")
-        pytest.skip(f"test stack unavailable: {exc.reason}")
-    with started:
+    with need("test stack", Stack.start) as started:
         yield started
 
 
@@ -51,13 +42,7 @@ def token_registry(stack: Stack) -> Iterator[TokenRegistry]:
     call ``token_registry.reset()`` afterwards.
     """
     del stack  # needed only to run first and close last: images are pushed by its engine
-    try:
-        started = TokenRegistry.start(
-            users={"reader": secrets.token_urlsafe(16)}, public=("public/",)
-        )
-    except StackUnavailable as exc:
-        if _in_ci():
-            pytest.fail(f"token registry unavailable in CI: {exc.reason}")
-        pytest.skip(f"token registry unavailable: {exc.reason}")
-    with started:
+    users = {"reader": secrets.token_urlsafe(16)}
+    start = functools.partial(TokenRegistry.start, users=users, public=("public/",))
+    with need("token registry", start) as started:
         yield started

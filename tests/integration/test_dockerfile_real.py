@@ -26,9 +26,11 @@ from docker.models.containers import Container
 from docker.utils.build import exclude_paths
 
 from receiver import config
-from tests.base_image import BaseImageUnavailable, ensure_base_image
-from tests.service import free_port
-from tests.stack import QUICK_STOP_CMD, Published, Stack, unique
+from tests.support.base_image import BaseImageUnavailable, ensure_base_image
+from tests.support.daemons import free_port
+from tests.support.stack import QUICK_STOP_CMD, Published, Stack, unique
+
+from .needs import in_ci, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -39,22 +41,16 @@ SOCKET_IN_CONTAINER = "/var/run/docker.sock"
 SECONDS = 1_000_000_000  # the engine's durations are in nanoseconds
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def _skip_requested() -> bool:
     return os.environ.get(SKIP_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 def _unavailable(reason: str) -> NoReturn:
-    if _in_ci():
-        pytest.fail(f"cannot test the Dockerfile in CI: {reason}")
-    pytest.skip(f"cannot test the Dockerfile: {reason}")
+    unavailable("the Dockerfile's image", reason)
 
 
 real_image = pytest.mark.skipif(
-    _skip_requested() and not _in_ci(), reason=f"{SKIP_ENV} is set (ignored under CI=true)"
+    _skip_requested() and not in_ci(), reason=f"{SKIP_ENV} is set (ignored under CI=true)"
 )
 
 

@@ -17,13 +17,14 @@ import docker.errors
 import httpx
 import pytest
 
-from receiver.swap import parse_aside
-from tests.engine_proxy import CREATE, PULL, START, Cut, EngineProxy
-from tests.service import ReceiverProcess, wait_for
-from tests.stack import QUICK_STOP_CMD, Published, Stack
+from receiver.container import parse_aside
+from tests.support import deliveries
+from tests.support.engine_proxy import CREATE, PULL, START, Cut, EngineProxy
+from tests.support.service import ReceiverProcess, wait_for
+from tests.support.stack import QUICK_STOP_CMD, Published, Stack
+from tests.support.workspaces import receiver_env
 
-from .test_service_real import receiver_env
-from .test_webhook_real import SECRET, package_delivery, signed_headers
+from .test_webhook_real import SECRET
 
 
 @dataclass
@@ -78,13 +79,8 @@ def readiness(server: ReceiverProcess) -> tuple[int, int]:
 
 def deliver(server: ReceiverProcess, ws: Workspaces, digest: str, delivery: str) -> str:
     """A signed `package` delivery for the runtime's tag at `digest`; what it did."""
-    body = package_delivery("Org", f"workspace-template-{ws.runtime}", "latest", digest)
-    answer = httpx.post(
-        f"{server.base}/webhooks/github",
-        content=body,
-        headers=signed_headers(body, delivery),
-        timeout=10,
-    )
+    body = deliveries.package_body(f"workspace-template-{ws.runtime}", digest, owner="Org")
+    answer = deliveries.deliver(server.base, body, SECRET, delivery=delivery, timeout=10)
     assert answer.status_code == 202, answer.text
     outcome: str = answer.json()["runtimes"][ws.runtime]
     return outcome
@@ -293,7 +289,7 @@ def test_engine_lost_during_a_swap(
         assert set(cut_short["failed"]) == set(ws.names), cut_short
         assert any("RESTORE FAILED" in reason for reason in cut_short["failed"].values())
         left = state(stack, ws)
-        asides = {parsed[0] for parsed in map(parse_aside, left) if parsed is not None}
+        asides = {parsed.name for parsed in map(parse_aside, left) if parsed is not None}
         assert asides, left
         # Every workspace is still there, under its name or aside.
         for name in ws.names:

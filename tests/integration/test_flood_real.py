@@ -17,17 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from receiver import config
-from receiver.app import build_app
-from receiver.refresh import RefreshService
-from receiver.swap import Clock, Swapper
-from tests.flood import EXPECTED, package_body, parse_mix, schedule, sign
-from tests.service import ReceiverProcess
-from tests.stack import QUICK_STOP_CMD, Published, Stack
-from tests.unit.asgi import AppClient
-from tests.unit.fakes import FakeClock, engine_with_stale_workspace
+from tests.support import wiring
+from tests.support.deliveries import package_body, sign
+from tests.support.fakes import engine_with_stale_workspace
+from tests.support.flood import EXPECTED, parse_mix, schedule
+from tests.support.service import ReceiverProcess
+from tests.support.stack import QUICK_STOP_CMD, Published, Stack
+from tests.support.workspaces import receiver_env
 
-from .test_service_real import receiver_env
 from .test_webhook_real import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +63,7 @@ def run_flood(
     command = [
         sys.executable,
         "-m",
-        "tests.flood",
+        "tests.support.flood",
         f"--url={server.base}",
         f"--secret={SECRET}",
         f"--total={total}",
@@ -195,19 +192,10 @@ def test_a_forged_delivery_is_refused_without_parsing_its_body(
 ) -> None:
     """With the JSON parser made to fail, unsigned and forged deliveries still get 401: the
     signature is checked over the raw body first. A correctly signed one reaches the parser."""
-    settings = config.load(
-        {
-            "RUNTIMES": "a",
-            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-            "GITHUB_WEBHOOK_SECRET": SECRET,
-            "WEBHOOK_MAX_BODY": str(MAX_BODY),
-        }
-    )
+    settings = wiring.settings(GITHUB_WEBHOOK_SECRET=SECRET, WEBHOOK_MAX_BODY=str(MAX_BODY))
     engine = engine_with_stale_workspace()
-    clock = FakeClock()
-    swapper = Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    client = AppClient(build_app(settings, engine, RefreshService(settings, engine, swapper)))
-    body = package_body("Org", "workspace-template-a", "latest", "sha256:" + "2" * 64, 48_000)
+    client = wiring.app_client(engine, settings)
+    body = package_body("workspace-template-a", "sha256:" + "2" * 64, owner="Org", pad=48_000)
     parsed: list[int] = []
 
     def refuse_to_parse(*_: object, **__: object) -> object:

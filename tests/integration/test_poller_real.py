@@ -9,11 +9,10 @@ from typing import Any
 
 import httpx
 
-from tests.service import ReceiverProcess, wait_for
-from tests.stack import Stack
-from tests.token_registry import TokenRegistry
-
-from .test_service_real import receiver_env
+from tests.support.service import ReceiverProcess, wait_for
+from tests.support.stack import Stack
+from tests.support.token_registry import TokenRegistry
+from tests.support.workspaces import receiver_env
 
 
 def status(server: ReceiverProcess, token: str) -> dict[str, Any]:

@@ -21,9 +21,10 @@ import pytest
 
 from receiver import config
 from receiver.cli import build_engine
+from receiver.container import Container
 from receiver.refresh import RefreshResult, RefreshService
 from receiver.swap import Swapper
-from tests.stack import Published, Stack
+from tests.support.stack import Published, Stack
 
 
 def script(seconds: int) -> str:
@@ -360,7 +361,7 @@ def test_link_on_a_second_network_survives(world: World) -> None:
     engine = build_engine(world.settings)
     try:
         Swapper(engine, world.settings.swap).swap(
-            api.inspect_container(name),
+            Container.from_inspect(api.inspect_container(name)),
             world.stack.client.images.get(world.v2.image_id).attrs["Config"],
             world.v2.ref,
         )

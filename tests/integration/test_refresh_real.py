@@ -16,7 +16,7 @@ from receiver.docker_engine import DockerEngine
 from receiver.errors import PullError
 from receiver.imageref import parse
 from receiver.refresh import RefreshService
-from tests.stack import Published, Stack
+from tests.support.stack import Published, Stack
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -166,7 +166,7 @@ def test_pull_error_inside_the_stream_fails_without_touching_containers(
 
     assert result.pulled == []
     assert list(result.failed) == [world.runtime]
-    assert "unknown blob" in result.failed[world.runtime]
+    assert "unknown blob" in result.failed[world.runtime].reason
     container = inspect(stack, f"{p}a")
     assert container["Id"] == container_id
     assert container["Image"] == world.v1.image_id
@@ -185,7 +185,7 @@ def test_missing_tag_fails_that_runtime_only(stack: Stack, world: World) -> None
 
     assert result.recreated == [f"{p}a"]
     assert list(result.failed) == [ghost]
-    assert "manifest unknown" in result.failed[ghost]
+    assert "manifest unknown" in result.failed[ghost].reason
     assert inspect(stack, f"{p}a")["Image"] == v2.image_id
 
 

@@ -9,10 +9,11 @@ import time
 import docker.errors
 import pytest
 
-from receiver import config
 from receiver.cli import build_engine
+from receiver.container import aside_name
 from receiver.refresh import RefreshResult, RefreshService
-from tests.stack import QUICK_STOP_CMD, Stack
+from tests.support.stack import Stack
+from tests.support.workspaces import Runtime
 
 
 def running_image(stack: Stack, name: str) -> tuple[str, bool] | None:
@@ -25,31 +26,18 @@ def running_image(stack: Stack, name: str) -> tuple[str, bool] | None:
 
 @pytest.mark.parametrize("removed", ["the replacement", "the old container"])
 def test_a_container_removed_by_hand_mid_swap(stack: Stack, removed: str) -> None:
-    runtime = stack.unique("rt")
-    prefix = f"{stack.unique('ws')}-"
-    stack.track_container(prefix)
-    repository = f"org/workspace-template-{runtime}"
-    v1 = stack.publish(repository, version="v1", cmd=QUICK_STOP_CMD)
-    name = f"{prefix}one"
-    stack.run_container(name, v1.ref)
-    v2 = stack.publish(repository, version="v2", cmd=QUICK_STOP_CMD)
-    settings = config.load(
-        {
-            "RUNTIMES": runtime,
-            "IMAGE_TEMPLATE": f"{stack.registry}/org/workspace-template-{{runtime}}:latest",
-            "CONTAINER_PREFIX": prefix,
-            "SWAP_GRACE_SECONDS": "3",
-            "SWAP_STOP_TIMEOUT": "1",
-            "DOCKER_HOST": stack.docker_host,
-        }
-    )
+    runtime = Runtime.make(stack)
+    v1 = runtime.publish("v1")
+    name = runtime.workspace("one", v1)
+    v2 = runtime.publish("v2")
+    settings = runtime.settings(SWAP_GRACE_SECONDS="3")
     engine = build_engine(settings)
     results: list[RefreshResult] = []
     worker = threading.Thread(
         target=lambda: results.append(RefreshService(settings, engine).refresh())
     )
     worker.start()
-    aside = f"{name}-receiver-aside"
+    aside = aside_name(name)
     deadline = time.monotonic() + 30
     while running_image(stack, aside) is None or running_image(stack, name) != (
         v2.image_id,
@@ -64,8 +52,8 @@ def test_a_container_removed_by_hand_mid_swap(stack: Stack, removed: str) -> Non
     result = results[0]
     assert running_image(stack, aside) is None
     if removed == "the replacement":
-        assert "disappeared" in result.failed[name]
-        assert "old container restored" in result.failed[name]
+        assert "disappeared" in result.failed[name].reason
+        assert "old container restored" in result.failed[name].reason
         assert running_image(stack, name) == (v1.image_id, True)
     else:
         assert result.recreated == [name]

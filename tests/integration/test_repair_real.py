@@ -8,10 +8,10 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from tests.service import ReceiverProcess, wait_for
-from tests.stack import QUICK_STOP_CMD, Published, Stack
-
-from .test_service_real import receiver_env
+from receiver.container import aside_name
+from tests.support.service import ReceiverProcess, wait_for
+from tests.support.stack import Published, Stack
+from tests.support.workspaces import Runtime
 
 
 def named(stack: Stack, name: str) -> dict[str, object] | None:
@@ -23,27 +23,20 @@ def named(stack: Stack, name: str) -> dict[str, object] | None:
     return inspect
 
 
-def kill_mid_swap(stack: Stack, tmp_path: Path) -> tuple[str, str, Published, Published]:
+def kill_mid_swap(stack: Stack, tmp_path: Path) -> tuple[Runtime, Published, Published]:
     """Start a receiver whose first poll swaps `<prefix>one` onto v2, and SIGKILL it while
     the new container serves its grace period and the old one waits aside."""
-    runtime = stack.unique("rt")
-    prefix = f"{stack.unique('ws')}-"
-    stack.track_container(prefix)
-    repo = f"org/workspace-template-{runtime}"
-    v1 = stack.publish(repo, version="v1", cmd=QUICK_STOP_CMD)
-    stack.run_container(f"{prefix}one", v1.ref, volumes=["/data"])
-    stack.exec(f"{prefix}one", "sh", "-c", "echo precious > /data/file")
-    v2 = stack.publish(repo, version="v2", cmd=QUICK_STOP_CMD)
-    env = {
-        **receiver_env(stack, runtime, prefix),
-        "IMAGE_AUTO_REFRESH": "true",
-        "SWAP_GRACE_SECONDS": "60",
-    }
+    runtime = Runtime.make(stack)
+    v1 = runtime.publish("v1")
+    one = runtime.workspace("one", v1, volumes=["/data"])
+    stack.exec(one, "sh", "-c", "echo precious > /data/file")
+    v2 = runtime.publish("v2")
+    env = runtime.env(IMAGE_AUTO_REFRESH="true", SWAP_GRACE_SECONDS="60")
     server = ReceiverProcess(env, tmp_path / "killed.log")
-    aside = f"{prefix}one-receiver-aside"
+    aside = aside_name(one)
 
     def mid_swap() -> bool:
-        new = named(stack, f"{prefix}one")
+        new = named(stack, one)
         if named(stack, aside) is None or new is None or new["Image"] != v2.image_id:
             return False
         state = new["State"]
@@ -54,12 +47,12 @@ def kill_mid_swap(stack: Stack, tmp_path: Path) -> tuple[str, str, Published, Pu
     finally:
         server.process.kill()
         server.process.wait(timeout=30)
-    return runtime, prefix, v1, v2
+    return runtime, v1, v2
 
 
-def restart(stack: Stack, runtime: str, prefix: str, log: Path) -> str:
+def restart(runtime: Runtime, log: Path) -> str:
     """A new receiver (no poller) boots, repairs, and is stopped again; its log."""
-    server = ReceiverProcess(receiver_env(stack, runtime, prefix), log)
+    server = ReceiverProcess(runtime.env(), log)
     try:
         server.wait_ready("/healthz")
         wait_for("the boot repair", lambda: "repair" in server.log(), server, timeout=30)
@@ -72,13 +65,13 @@ def restart(stack: Stack, runtime: str, prefix: str, log: Path) -> str:
 def test_sigkill_mid_swap_is_repaired_at_the_next_start(
     stack: Stack, tmp_path: Path, replacement: str
 ) -> None:
-    runtime, prefix, v1, v2 = kill_mid_swap(stack, tmp_path)
-    name = f"{prefix}one"
+    runtime, v1, v2 = kill_mid_swap(stack, tmp_path)
+    name = f"{runtime.prefix}one"
     if replacement == "stopped by hand":
         stack.client.api.stop(name, timeout=1)
     elif replacement == "removed by hand":
         stack.client.api.remove_container(name, force=True)
-    log = restart(stack, runtime, prefix, tmp_path / "restarted.log")
+    log = restart(runtime, tmp_path / "restarted.log")
 
     assert named(stack, f"{name}-receiver-aside") is None, log
     container = named(stack, name)
@@ -93,26 +86,18 @@ def test_sigkill_mid_swap_is_repaired_at_the_next_start(
 
 def test_sigterm_lets_a_swap_in_flight_finish(stack: Stack, tmp_path: Path) -> None:
     """SIGTERM during a swap's grace period: the swap completes, then the process exits 0."""
-    runtime = stack.unique("rt")
-    prefix = f"{stack.unique('ws')}-"
-    stack.track_container(prefix)
-    repo = f"org/workspace-template-{runtime}"
-    v1 = stack.publish(repo, version="v1", cmd=QUICK_STOP_CMD)
-    stack.run_container(f"{prefix}one", v1.ref)
-    v2 = stack.publish(repo, version="v2", cmd=QUICK_STOP_CMD)
-    env = {
-        **receiver_env(stack, runtime, prefix),
-        "IMAGE_AUTO_REFRESH": "true",
-        "SWAP_GRACE_SECONDS": "3",
-    }
+    runtime = Runtime.make(stack)
+    one = runtime.workspace("one", runtime.publish("v1"))
+    v2 = runtime.publish("v2")
+    env = runtime.env(IMAGE_AUTO_REFRESH="true", SWAP_GRACE_SECONDS="3")
     server = ReceiverProcess(env, tmp_path / "terminated.log")
-    aside = f"{prefix}one-receiver-aside"
+    aside = aside_name(one)
     try:
         wait_for("the swap to start", lambda: named(stack, aside) is not None, server)
     finally:
         code = server.stop(timeout=60)
     assert code == 0
-    container = named(stack, f"{prefix}one")
+    container = named(stack, one)
     assert container is not None
     assert container["Image"] == v2.image_id
     assert named(stack, aside) is None

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.service import ReceiverProcess
-from tests.stack import Stack
-
-from .test_service_real import receiver_env
+from tests.support.service import ReceiverProcess
+from tests.support.stack import Stack
+from tests.support.workspaces import receiver_env
 
 # positive_data_acceptance expects schema-valid requests to succeed; the webhook route
 # cannot (its HMAC is not expressible in OpenAPI), so every generated delivery gets 401.

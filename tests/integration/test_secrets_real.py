@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from receiver.github import signature_for
-from tests.service import ReceiverProcess
-from tests.stack import QUICK_STOP_CMD, Stack
-from tests.token_registry import TokenRegistry
-
-from .test_service_real import receiver_env
+from tests.support import deliveries
+from tests.support.service import ReceiverProcess
+from tests.support.stack import Stack
+from tests.support.token_registry import TokenRegistry
+from tests.support.workspaces import Runtime
 
 
 class Sink(http.server.ThreadingHTTPServer):
@@ -63,32 +62,24 @@ def test_no_secret_token_or_body_is_ever_written(
 ) -> None:
     token_registry.reset()
     creds = ("reader", token_registry.users["reader"])
-    runtime = stack.unique("rt")
-    prefix = f"{stack.unique('ws')}-"
-    stack.track_container(prefix)
-    repo = f"private/workspace-template-{runtime}"
-    v1 = stack.publish(repo, version="v1", registry=token_registry.registry, auth=creds)
-    stack.run_container(f"{prefix}one", v1.ref, command=QUICK_STOP_CMD, auth=creds)
-    v2 = stack.publish(repo, version="v2", registry=token_registry.registry, auth=creds)
+    private = Runtime.make(stack, registry=token_registry.registry, namespace="private", auth=creds)
+    one = private.workspace("one", private.publish("v1"))
+    v2 = private.publish("v2")
 
     webhook_secrets = [secrets.token_hex(20), secrets.token_hex(20)]
     admin_key = secrets.token_hex(24)
     hook_token = secrets.token_hex(16)
     key_file = tmp_path / "admin_key"
     key_file.write_text(admin_key + "\n")
-    env = {
-        **receiver_env(stack, runtime, prefix),
-        "GHCR_USER": creds[0],
-        "GHCR_TOKEN": creds[1],
-        "GITHUB_WEBHOOK_SECRET": ",".join(webhook_secrets),
-        "ADMIN_SECRET_KEY_FILE": str(key_file),
-        "NOTIFY_URL": f"http://127.0.0.1:{sink.server_address[1]}/services/{hook_token}",
-        "IMAGE_AUTO_REFRESH": "true",
-        "LOG_LEVEL": "DEBUG",
-        "LOG_FORMAT": "json",
-    }
-    env["IMAGE_TEMPLATE"] = (
-        f"{token_registry.registry}/private/workspace-template-{{runtime}}:latest"
+    env = private.env(
+        GHCR_USER=creds[0],
+        GHCR_TOKEN=creds[1],
+        GITHUB_WEBHOOK_SECRET=",".join(webhook_secrets),
+        ADMIN_SECRET_KEY_FILE=str(key_file),
+        NOTIFY_URL=f"http://127.0.0.1:{sink.server_address[1]}/services/{hook_token}",
+        IMAGE_AUTO_REFRESH="true",
+        LOG_LEVEL="DEBUG",
+        LOG_FORMAT="json",
     )
     del env["ADMIN_SECRET_KEY"]
     marker = f"body-marker-{secrets.token_hex(8)}"
@@ -102,17 +93,14 @@ def test_no_secret_token_or_body_is_ever_written(
             time.sleep(0.1)
         with httpx.Client(base_url=server.base, timeout=60) as client:
             body = json.dumps({"zen": marker, "hook_id": 1}).encode()
-            for secret in [*webhook_secrets, "wrong-secret"]:
+            # Each configured secret verifies (200 pong); a wrong one is refused (401).
+            for secret, status in [*((s, 200) for s in webhook_secrets), ("wrong-secret", 401)]:
                 answer = client.post(
                     "/webhooks/github",
                     content=body,
-                    headers={
-                        "Content-Type": "application/json",
-                        "X-GitHub-Event": "ping",
-                        "X-GitHub-Delivery": "d-secret-test",
-                        "X-Hub-Signature-256": signature_for(body, secret),
-                    },
+                    headers=deliveries.headers(body, secret, event="ping", delivery="d-secret"),
                 )
+                assert answer.status_code == status, answer.text
                 answers.append(answer.text)
             bearer = {"Authorization": f"Bearer {admin_token}"}
             for method, path in [
@@ -130,12 +118,12 @@ def test_no_secret_token_or_body_is_ever_written(
     log = server.log()
 
     # The refresh really happened and was told.
-    assert stack.client.api.inspect_container(f"{prefix}one")["Image"] == v2.image_id
+    assert stack.client.api.inspect_container(one)["Image"] == v2.image_id
     assert sink.received, log
     note = sink.received[0]
-    assert note["runtime"] == runtime
-    assert note["recreated"] == [f"{prefix}one"]
-    assert runtime in note["text"]
+    assert note["runtime"] == private.name
+    assert note["recreated"] == [one]
+    assert private.name in note["text"]
     # Every log line is one JSON object; the DEBUG level is really on.
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]
     assert {line["level"] for line in lines} >= {"debug", "info"}

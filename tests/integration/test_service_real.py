@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.service import ReceiverProcess
-from tests.stack import Published, Stack
+from tests.support.service import ReceiverProcess
+from tests.support.stack import Published, Stack
+from tests.support.workspaces import ADMIN_KEY, receiver_env
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_KEY = "integration-admin-key"
-
-
-def receiver_env(stack: Stack, runtime: str, prefix: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
-        "RUNTIMES": runtime,
-        "IMAGE_TEMPLATE": f"{stack.registry}/org/workspace-template-{{runtime}}:latest",
-        "CONTAINER_PREFIX": prefix,
-        "ADMIN_SECRET_KEY": ADMIN_KEY,
-        "DOCKER_HOST": stack.docker_host,
-        "SWAP_GRACE_SECONDS": "0.5",
-        "SWAP_STOP_TIMEOUT": "1",
-    }
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.stack import QUICK_STOP_CMD, Stack
+from tests.support.stack import QUICK_STOP_CMD, Stack
 
 
 def test_versions_publish_distinct_images(stack: Stack) -> None:

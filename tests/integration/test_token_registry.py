@@ -21,8 +21,13 @@ from receiver.cli import build_engine
 from receiver.errors import PullError
 from receiver.imageref import parse
 from receiver.registry import MANIFEST_TYPES, RegistryClient, RegistryError, parse_challenge
-from tests.stack import Published, Stack
-from tests.token_registry import DEFAULT_TOKEN_SECONDS, TokenRegistry, TokenRequest, decode_jwt
+from tests.support.stack import Published, Stack
+from tests.support.token_registry import (
+    DEFAULT_TOKEN_SECONDS,
+    TokenRegistry,
+    TokenRequest,
+    decode_jwt,
+)
 
 READER = "reader"
 

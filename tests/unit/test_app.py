@@ -7,15 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from receiver import config
 from receiver.admin_auth import AdminTokens
-from receiver.app import build_app
 from receiver.errors import EngineUnavailable
-from receiver.refresh import RefreshService
-from receiver.swap import Clock, Swapper
-
-from .asgi import AppClient
-from .fakes import FakeClock, FakeEngine, engine_with_stale_workspace
+from tests.support import wiring
+from tests.support.asgi import AppClient
+from tests.support.fakes import FakeEngine, engine_with_stale_workspace
 
 REF = "ghcr.io/org/workspace-template-a:latest"
 OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
@@ -29,15 +25,8 @@ def engine() -> FakeEngine:
 
 
 def client_for(engine: FakeEngine, keys: tuple[str, ...] = ("key",)) -> AppClient:
-    settings = config.load(
-        {"RUNTIMES": "a,b", "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest"}
-    )
-    clock = FakeClock()
-    service = RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
-    settings = dataclasses.replace(settings, admin_keys=keys)
-    return AppClient(build_app(settings, engine, service))
+    settings = dataclasses.replace(wiring.settings("a,b"), admin_keys=keys)
+    return wiring.app_client(engine, settings)
 
 
 @pytest.fixture
@@ -123,10 +112,11 @@ def test_bad_bodies_are_400(
     assert engine.ops() == []
 
 
-def test_oversized_body_is_413(client: AppClient) -> None:
-    """A body over the cap is refused."""
+def test_oversized_body_is_413(client: AppClient, engine: FakeEngine) -> None:
+    """A body over the cap is refused, and the engine is never asked anything."""
     response = client.post(PATH, content=b" " * (64 * 1024 + 1), headers=auth())
     assert response.status_code == 413
+    assert engine.calls == []
 
 
 def test_listing_failure_is_500(client: AppClient, engine: FakeEngine) -> None:

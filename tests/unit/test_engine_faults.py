@@ -16,19 +16,15 @@ import pytest
 import requests.exceptions
 import urllib3.exceptions
 
-from receiver import config
 from receiver.docker_engine import DockerEngine
 from receiver.errors import EngineUnavailable, PullError
 from receiver.imageref import parse
-from receiver.refresh import RefreshService
-from receiver.swap import Clock, Swapper
-
-from .fakes import (
+from tests.support import wiring
+from tests.support.fakes import (
     STALE_DIGEST,
     STALE_NEW,
     STALE_OLD,
     STALE_REF,
-    FakeClock,
     FakeEngine,
     container,
 )
@@ -90,23 +86,13 @@ def test_an_engine_gone_mid_refresh_fails_each_container_and_keeps_every_outcome
     engine.publish(STALE_REF, STALE_NEW, STALE_DIGEST)
     for name in ("ws-1", "ws-2"):
         engine.add(container(name, STALE_REF, STALE_OLD))
-    settings = config.load(
-        {
-            "RUNTIMES": "a",
-            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-            "SWAP_PARALLELISM": "1",
-        }
-    )
-    clock = FakeClock()
-    service = RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
+    service = wiring.service(engine, wiring.settings(SWAP_PARALLELISM="1"))
 
     result = service.refresh_runtime("a")
 
     assert result.recreated == []
     assert sorted(result.failed) == ["ws-1", "ws-2"]
-    reasons = sorted(result.failed.values())
+    reasons = sorted(failure.reason for failure in result.failed.values())
     assert any("RESTORE FAILED" in reason for reason in reasons)
     assert any(reason.startswith("Docker engine unreachable") for reason in reasons)
     # The one whose swap began waits aside for repair; the other was never touched.

@@ -14,15 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiver import config
 from receiver.admin_auth import AdminTokens
-from receiver.app import build_app
-from receiver.github import signature_for
-from receiver.refresh import RefreshService
-from receiver.swap import Clock, Swapper
-
-from .asgi import AppClient
-from .fakes import FakeClock, FakeEngine, container
+from tests.support import wiring
+from tests.support.deliveries import sign
+from tests.support.fakes import FakeEngine, container
 
 SECRET = "fuzz-secret"
 ADMIN_KEY = "fuzz-admin-key"
@@ -47,24 +42,12 @@ class World:
         self.engine.add(container("ws-1", WATCHED, "sha256:" + "0a" * 32))
         self.engine.add(container("db-1", WATCHED, "sha256:" + "0a" * 32))
         self.engine.add(container("ws-b", "ghcr.io/org/workspace-template-b:latest", "x"))
-        settings_ = config.load(
-            {
-                "RUNTIMES": "a",
-                "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-                "GITHUB_WEBHOOK_SECRET": SECRET,
-                "ADMIN_SECRET_KEY": ADMIN_KEY,
-                "WEBHOOK_MAX_BODY": "65536",
-            }
+        settings_ = wiring.settings(
+            GITHUB_WEBHOOK_SECRET=SECRET, ADMIN_SECRET_KEY=ADMIN_KEY, WEBHOOK_MAX_BODY="65536"
         )
-        clock = FakeClock()
-        swapper = Swapper(self.engine, settings_.swap, Clock(clock.monotonic, clock.sleep))
-        service = RefreshService(settings_, self.engine, swapper)
-
-        def registry(_: httpx.Request) -> httpx.Response:
-            return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST})
-
-        http = httpx.AsyncClient(transport=httpx.MockTransport(registry))
-        self.client = AppClient(build_app(settings_, self.engine, service, http))
+        self.client = wiring.app_client(
+            self.engine, settings_, registry=wiring.registry_answering(DIGEST)
+        )
 
     def settle(self) -> None:
         app: Any = self.client.app
@@ -171,7 +154,7 @@ def test_signed_random_payloads_never_break_or_reach_outside_the_watch_list(
     headers = {
         "Content-Type": b"application/x-www-form-urlencoded" if form else b"application/json",
         "X-GitHub-Event": event.encode(),
-        "X-Hub-Signature-256": signature_for(raw, SECRET).encode(),
+        "X-Hub-Signature-256": sign(raw, SECRET).encode(),
     }
     response = world.client.post("/webhooks/github", content=raw, headers=headers)
     world.settle()
@@ -231,7 +214,7 @@ def test_payload_names_cannot_choose_an_image_or_container(world: World, name: s
             headers={
                 "Content-Type": "application/json",
                 "X-GitHub-Event": event,
-                "X-Hub-Signature-256": signature_for(raw, SECRET),
+                "X-Hub-Signature-256": sign(raw, SECRET),
             },
         )
         world.settle()

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from receiver.logs import JsonFormatter, TextFormatter, setup
+from tests.support.fakes import engine_with_stale_workspace
 
-from .fakes import engine_with_stale_workspace
 from .test_webhooks import Registry, client_for, headers, idle, package_body
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from receiver import config
-from receiver.app import build_app
-from receiver.github import signature_for
+from receiver.coordinator import RefreshEvent
 from receiver.metrics import Metrics, event_label
-from receiver.refresh import RefreshResult, RefreshService
-from receiver.swap import Clock, Swapper
-
-from .asgi import AppClient
-from .fakes import STALE_DIGEST, FakeClock, engine_with_stale_workspace
-from .test_webhooks import FIXTURES, package_body
+from receiver.outcomes import POLL, Failure
+from receiver.refresh import RefreshResult
+from tests.support import deliveries, wiring
+from tests.support.asgi import AppClient
+from tests.support.fakes import STALE_DIGEST, engine_with_stale_workspace
 
 SECRET = "s3cret"
 
@@ -34,33 +30,18 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def client(auto_refresh: str = "false") -> AppClient:
     engine = engine_with_stale_workspace()
-    settings = config.load(
-        {
-            "RUNTIMES": "a",
-            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-            "GITHUB_WEBHOOK_SECRET": SECRET,
-            "IMAGE_AUTO_REFRESH": auto_refresh,
-        }
-    )
-    clock = FakeClock()
-    service = RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
-
-    def registry(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Docker-Content-Digest": STALE_DIGEST})
-
-    http = httpx.AsyncClient(transport=httpx.MockTransport(registry))
-    return AppClient(build_app(settings, engine, service, http))
+    settings = wiring.settings(GITHUB_WEBHOOK_SECRET=SECRET, IMAGE_AUTO_REFRESH=auto_refresh)
+    return wiring.app_client(engine, settings, registry=wiring.registry_answering(STALE_DIGEST))
 
 
-def deliver(app: AppClient, body: bytes, event: str, secret: str = SECRET) -> int:
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": "d-1",
-        "X-Hub-Signature-256": signature_for(body, secret),
-    }
+def package_body() -> bytes:
+    return deliveries.package_body("workspace-template-a", STALE_DIGEST)
+
+
+def deliver(
+    app: AppClient, body: bytes, event: str, secret: str = SECRET, delivery: str = "d-1"
+) -> int:
+    headers = deliveries.headers(body, secret, event=event, delivery=delivery)
     return app.post("/webhooks/github", content=body, headers=headers).status_code
 
 
@@ -70,7 +51,7 @@ def test_deliveries_refreshes_and_trigger_to_running_are_counted() -> None:
     app = client()
     assert deliver(app, package_body(), "package") == 202
     assert deliver(app, package_body(), "package", secret="forged") == 401
-    ping = (FIXTURES / "ping.json").read_bytes()
+    ping = deliveries.PING_FIXTURE.read_bytes()
     assert deliver(app, ping, "ping") == 200
     assert deliver(app, b"{}", "made-up-event-name") == 202
     runner: Any = app.app
@@ -122,8 +103,23 @@ def test_event_labels_are_bounded(event: str | None, label: str) -> None:
 def test_a_failed_refresh_is_counted_as_failed_without_latency() -> None:
     """Failures count under `failed`; trigger-to-running only measures successes."""
     metrics = Metrics()
-    metrics.refresh("a", "poll", RefreshResult(failed={"a": "pull failed"}), 1.0, 2.0)
+    result = RefreshResult(failed={"a": Failure("a", "pull failed")})
+    metrics.refreshed(RefreshEvent("a", POLL, None, result, 1.0, 2.0))
     found = samples(metrics.render().decode())
     failed = (("outcome", "failed"), ("runtime", "a"), ("source", "poll"))
     assert found[("receiver_refreshes_total", failed)] == 1
     assert ("receiver_trigger_to_running_seconds_count", (("runtime", "a"),)) not in found
+
+
+def test_an_accepted_delivery_is_counted_as_accepted_whatever_its_guid_says() -> None:
+    """The outcome comes from what the route decided, not from words in the answer: a
+    delivery whose X-GitHub-Delivery reads `ignored` is still an accepted one."""
+    app = client()
+    assert deliver(app, package_body(), "package", delivery="ignored") == 202
+    runner: Any = app.app
+    app.run(runner.state.coordinator.idle())
+    found = samples(app.get("/metrics").text)
+    app.close()
+    delivered = "receiver_webhook_deliveries_total"
+    assert found[(delivered, (("event", "package"), ("outcome", "accepted")))] == 1
+    assert (delivered, (("event", "package"), ("outcome", "ignored"))) not in found

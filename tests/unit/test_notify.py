@@ -10,8 +10,9 @@ import logging
 import httpx
 import pytest
 
-from receiver.digests import RefreshEvent
+from receiver.coordinator import RefreshEvent
 from receiver.notify import Notifier, summary
+from receiver.outcomes import Failure, webhook
 from receiver.refresh import RefreshResult
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +22,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def event(result: RefreshResult) -> RefreshEvent:
-    return RefreshEvent("a", "webhook:package", DIGEST, result, 2.5, 3.0)
+    return RefreshEvent("a", webhook("package"), DIGEST, result, 2.5, 3.0)
 
 
 def test_a_summary_carries_text_and_the_result() -> None:
@@ -29,7 +30,7 @@ def test_a_summary_carries_text_and_the_result() -> None:
     result = RefreshResult(
         pulled=["a"],
         recreated=["ws-2", "ws-1"],
-        failed={"ws-3": "new container is unhealthy"},
+        failed={"ws-3": Failure("ws-3", "new container is unhealthy")},
         digests={"a": DIGEST},
     )
     body = summary(event(result))
@@ -82,7 +83,7 @@ async def test_failures_to_notify_are_logged_and_never_raised(
     caplog.set_level(logging.WARNING, logger="httpx")  # as logs.setup() leaves it
     async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint)) as http:
         notifier = Notifier(http, URL)
-        notifier(event(RefreshResult(failed={"a": "pull failed"})))
+        notifier(event(RefreshResult(failed={"a": Failure("a", "pull failed")})))
         await notifier.drain(5)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1

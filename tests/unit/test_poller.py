@@ -7,16 +7,16 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
-from receiver import config
-from receiver.digests import COALESCED, SCHEDULED, UNCHANGED, Coordinator, DigestBook
+from receiver.book import DigestBook, RefreshRecord, RuntimeState
+from receiver.coordinator import Coordinator
 from receiver.errors import EngineUnavailable, PullError
-from receiver.poller import FETCH_FAILED, HOST_UNKNOWN, SEEDED, Poller
-from receiver.refresh import RefreshResult, RefreshService
+from receiver.outcomes import POLL, PollOutcome, TriggerOutcome, webhook
+from receiver.poller import Poller
+from receiver.refresh import RefreshResult
 from receiver.registry import RegistryError
 from receiver.seeding import HostSeed, decide
-from receiver.swap import Clock, Swapper
-
-from .fakes import FakeClock, FakeEngine, container
+from tests.support import wiring
+from tests.support.fakes import FakeClock, FakeEngine, container
 
 pytestmark = pytest.mark.anyio
 
@@ -24,6 +24,11 @@ REF_A = "ghcr.io/org/workspace-template-a:latest"
 REF_B = "ghcr.io/org/workspace-template-b:latest"
 OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
 D1, D2 = ("sha256:" + c * 64 for c in "12")
+SEEDED, FETCH_FAILED = PollOutcome.SEEDED, PollOutcome.FETCH_FAILED
+HOST_UNKNOWN = PollOutcome.HOST_UNKNOWN
+SCHEDULED, COALESCED = TriggerOutcome.SCHEDULED, TriggerOutcome.COALESCED
+UNCHANGED = TriggerOutcome.UNCHANGED
+WEBHOOK = webhook("package")
 
 
 class Fetch:
@@ -45,18 +50,22 @@ async def run_here(fn: Callable[[], RefreshResult]) -> RefreshResult:
 def setup(
     engine: FakeEngine, fetch: Fetch, runtimes: str = "a"
 ) -> tuple[Poller, Coordinator, FakeClock]:
-    settings = config.load(
-        {
-            "RUNTIMES": runtimes,
-            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-        }
-    )
-    clock = FakeClock()
-    service = RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
-    coordinator = Coordinator(service, DigestBook(settings.runtimes), run=run_here)
-    return Poller(coordinator, fetch, 300, clock=clock.monotonic), coordinator, clock
+    settings = wiring.settings(runtimes)
+    clock = FakeClock(wall_start=0)
+    service = wiring.service(engine, settings, clock)
+    book = DigestBook(settings.runtimes, clock)
+    coordinator = Coordinator(service, book, run=run_here, clock=clock)
+    return Poller(coordinator, fetch, 300, clock=clock), coordinator, clock
+
+
+def state(coordinator: Coordinator) -> RuntimeState:
+    return coordinator.book.states["a"]
+
+
+def last_refresh(coordinator: Coordinator) -> RefreshRecord:
+    record = state(coordinator).last_refresh
+    assert record is not None
+    return record
 
 
 def host_running(digest: str, image_id: str = OLD, ref: str = REF_A) -> FakeEngine:
@@ -94,7 +103,7 @@ async def test_boot_seed_from_the_host_catches_an_update_made_while_down() -> No
     await coordinator.idle()
     assert coordinator.book.seen("a") == D2
     assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
-    assert coordinator.book.states["a"].last_refresh["source"] == "poll"
+    assert last_refresh(coordinator).source == POLL
 
 
 async def test_a_restart_alone_recreates_nothing() -> None:
@@ -105,7 +114,7 @@ async def test_a_restart_alone_recreates_nothing() -> None:
     await coordinator.idle()
     assert tick.outcomes == {"a": UNCHANGED}
     assert pulls(engine) == []
-    assert coordinator.book.states["a"].last_trigger == {}
+    assert state(coordinator).last_trigger is None
 
 
 async def test_the_local_tag_seeds_when_no_container_runs_it() -> None:
@@ -138,7 +147,7 @@ async def test_a_failed_refresh_rolls_back_and_the_next_tick_retries() -> None:
     assert (await poller.tick()).outcomes == {"a": SCHEDULED}
     await coordinator.idle()
     assert coordinator.book.seen("a") == D1
-    assert coordinator.book.states["a"].last_refresh["ok"] is False
+    assert last_refresh(coordinator).ok is False
     del engine.fail_pull[REF_A]
     assert (await poller.tick()).outcomes == {"a": SCHEDULED}
     await coordinator.idle()
@@ -154,7 +163,9 @@ async def test_one_runtimes_fetch_error_never_blocks_another() -> None:
     tick = await poller.tick()
     assert tick.outcomes == {"a": FETCH_FAILED, "b": SEEDED}
     assert tick.errors == {"a": "no such manifest (404)"}
-    assert coordinator.book.states["a"].last_poll["error"] == "no such manifest (404)"
+    last_poll = state(coordinator).last_poll
+    assert last_poll is not None
+    assert last_poll.error == "no such manifest (404)"
     engine.add(container("ws-b", REF_B, OLD))
     engine.publish(REF_B, NEW, D2)
     fetch.answers["b"] = D2
@@ -183,13 +194,15 @@ async def test_webhook_then_poll_with_the_same_digest_does_nothing() -> None:
     engine.publish(REF_A, NEW, D2)
     poller, coordinator, _ = setup(engine, Fetch({"a": D2}))
     await coordinator.seed_from_host()
-    assert coordinator.submit("a", D2, "webhook:package") == SCHEDULED
+    assert coordinator.submit("a", D2, WEBHOOK) == SCHEDULED
     await coordinator.idle()
     tick = await poller.tick()
     await coordinator.idle()
     assert tick.outcomes == {"a": UNCHANGED}
     assert pulls(engine) == [REF_A]
-    assert coordinator.book.states["a"].last_trigger["source"] == "webhook:package"
+    last_trigger = state(coordinator).last_trigger
+    assert last_trigger is not None
+    assert last_trigger.source == WEBHOOK
 
 
 async def test_a_poll_during_a_webhook_refresh_coalesces() -> None:
@@ -205,7 +218,7 @@ async def test_a_poll_during_a_webhook_refresh_coalesces() -> None:
     poller, coordinator, _ = setup(engine, Fetch({"a": D2}))
     coordinator._run = held
     await coordinator.seed_from_host()
-    coordinator.submit("a", D2, "webhook:package")
+    coordinator.submit("a", D2, WEBHOOK)
     assert (await poller.tick()).outcomes == {"a": COALESCED}
     gate.set()
     await coordinator.idle()
@@ -229,17 +242,16 @@ async def test_an_unreachable_engine_defers_seeding_until_it_answers() -> None:
 async def test_run_ticks_at_once_then_every_interval_and_survives_a_crashing_tick() -> None:
     """The loop ticks first, pauses interval ± jitter, and a failing tick does not end it."""
     engine = FakeEngine()
-    pauses: list[float] = []
-    clock = FakeClock()
 
-    async def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-        clock.now += seconds
-        if len(pauses) == 3:
-            raise asyncio.CancelledError
+    class StopsOnTheThirdPause(FakeClock):
+        async def pause(self, seconds: float) -> None:
+            self.sleep(seconds)
+            if len(self.sleeps) == 3:
+                raise asyncio.CancelledError
 
+    clock = StopsOnTheThirdPause(wall_start=0)
     poller, _, _ = setup(engine, Fetch({"a": D1}))
-    poller.clock, poller.sleep, poller.jitter = clock.monotonic, sleep, lambda: 0.1
+    poller.clock, poller.jitter = clock, lambda: 0.1
     real_tick = poller.tick
     calls = 0
 
@@ -254,7 +266,7 @@ async def test_run_ticks_at_once_then_every_interval_and_survives_a_crashing_tic
     with pytest.raises(asyncio.CancelledError):
         await poller.run()
     assert calls == 3
-    assert pauses == pytest.approx([330.0, 330.0, 330.0])
+    assert clock.sleeps == pytest.approx([330.0, 330.0, 330.0])
     assert poller.next_tick == pytest.approx(990.0)
     assert poller.ticks == 2
 

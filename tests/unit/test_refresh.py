@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from receiver import config
-from receiver.errors import EngineUnavailable, PullError, UnknownRuntime
-from receiver.imageref import parse
-from receiver.refresh import RefreshResult, RefreshService, matches
-from receiver.swap import Clock, Swapper
-
-from .fakes import FakeClock, FakeEngine, container
+from receiver.container import Container, Inspect
+from receiver.errors import Cause, EngineUnavailable, PullError, UnknownRuntime
+from receiver.imageref import ImageRef, parse
+from receiver.outcomes import Failure
+from receiver.refresh import RefreshResult, RefreshService
+from tests.support import wiring
+from tests.support.fakes import FakeEngine, container
 
 REF_A = "ghcr.io/org/workspace-template-a:latest"
 REF_B = "ghcr.io/org/workspace-template-b:latest"
@@ -19,13 +19,11 @@ OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
 
 
 def make(engine: FakeEngine, runtimes: str = "a,b") -> RefreshService:
-    settings = config.load(
-        {"RUNTIMES": runtimes, "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest"}
-    )
-    clock = FakeClock()
-    return RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
+    return wiring.service(engine, wiring.settings(runtimes))
+
+
+def matches(inspect: Inspect, prefix: str, ref: ImageRef) -> bool:
+    return Container.from_inspect(inspect).is_workspace_of(prefix, ref)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +124,8 @@ def test_a_failed_pull_touches_no_container_and_spares_other_runtimes() -> None:
 
     result = make(engine).refresh()
 
-    assert result.failed == {"a": "pull a failed: manifest unknown"}
+    assert result.as_json()["failed"] == {"a": "pull a failed: manifest unknown"}
+    assert result.failed["a"].cause is Cause.TRANSIENT
     assert result.pulled == ["b"]
     assert result.recreated == ["ws-b"]
     assert engine.containers[a]["Image"] == OLD
@@ -141,8 +140,10 @@ def test_a_failed_swap_is_reported_by_container_and_others_go_on() -> None:
     engine.start_state = {"Running": False, "Restarting": False, "ExitCode": 3}
     result = make(engine, "a").refresh()
     assert list(result.failed) == ["ws-1"]
-    assert "exit code 3" in result.failed["ws-1"]
-    assert "old container restored" in result.failed["ws-1"]
+    assert "exit code 3" in result.failed["ws-1"].reason
+    assert "old container restored" in result.failed["ws-1"].reason
+    assert result.failed["ws-1"].cause is Cause.IMAGE
+    assert result.failed["ws-1"].restored is True
     restored = engine.by_name("ws-1")
     assert restored is not None
     assert restored["Image"] == OLD
@@ -170,7 +171,7 @@ def test_a_container_removed_meanwhile_is_skipped() -> None:
     engine = FakeEngine()
     engine.publish(REF_A, NEW, D2)
     service = make(engine, "a")
-    listed = [container("ws-gone", REF_A, OLD)]
+    listed = [Container.from_inspect(container("ws-gone", REF_A, OLD))]
     result = service.refresh_runtime("a", containers=listed)
     assert result.recreated == []
     assert result.failed == {}
@@ -179,10 +180,11 @@ def test_a_container_removed_meanwhile_is_skipped() -> None:
 def test_results_merge_and_sort() -> None:
     """Merged results keep every entry; JSON lists are sorted for stable answers."""
     one = RefreshResult(pulled=["b"], recreated=["ws-2"], digests={"b": D1})
-    one.merge(RefreshResult(pulled=["a"], recreated=["ws-1"], failed={"ws-3": "boom"}))
+    boom = Failure("ws-3", "boom")
+    one.merge(RefreshResult(pulled=["a"], recreated=["ws-1"], failed={"ws-3": boom}))
     assert one.as_json()["pulled"] == ["a", "b"]
     assert one.as_json()["recreated"] == ["ws-1", "ws-2"]
-    assert one.failed == {"ws-3": "boom"}
+    assert one.failed == {"ws-3": boom}
 
 
 def cleanup_world(cleanup: str) -> tuple[FakeEngine, RefreshService]:
@@ -191,16 +193,7 @@ def cleanup_world(cleanup: str) -> tuple[FakeEngine, RefreshService]:
     engine.images[OLD] = engine.publish("ghcr.io/org/old:1", OLD, D1)
     engine.add(container("ws-1", REF_A, OLD))
     engine.add(container("ws-2", REF_A, OLD))
-    settings = config.load(
-        {
-            "RUNTIMES": "a",
-            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-            "IMAGE_CLEANUP": cleanup,
-        }
-    )
-    clock = FakeClock()
-    swapper = Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    return engine, RefreshService(settings, engine, swapper)
+    return engine, wiring.service(engine, wiring.settings(IMAGE_CLEANUP=cleanup))
 
 
 def test_image_cleanup_is_off_by_default() -> None:

@@ -6,14 +6,19 @@ from typing import Any
 
 import pytest
 
-from receiver import config
+from receiver.container import Aside, aside_name, parse_aside
 from receiver.errors import EngineError
 from receiver.imageref import parse
-from receiver.refresh import RefreshService
-from receiver.repair import FAILED, KEPT_REPLACEMENT, RESTORED, repair
-from receiver.swap import Clock, Swapper, aside_name, parse_aside
+from receiver.outcomes import RepairAction
+from receiver.repair import repair
+from tests.support import wiring
+from tests.support.fakes import FakeEngine, container
 
-from .fakes import FakeClock, FakeEngine, container
+FAILED, KEPT_REPLACEMENT, RESTORED = (
+    RepairAction.FAILED,
+    RepairAction.KEPT_REPLACEMENT,
+    RepairAction.RESTORED,
+)
 
 REF = "ghcr.io/org/workspace-template-a:latest"
 OTHER = "ghcr.io/org/workspace-template-b:latest"
@@ -32,7 +37,7 @@ def replacement(engine: FakeEngine, name: str, *, running: bool, health: str | N
     return engine.add(inspect)
 
 
-def run_repair(engine: FakeEngine) -> dict[str, str]:
+def run_repair(engine: FakeEngine) -> dict[str, RepairAction]:
     done = repair(engine, engine.list_containers("ws-"), "ws-", parse(REF))
     return {item.name: item.action for item in done}
 
@@ -125,15 +130,9 @@ def test_a_refresh_repairs_first_then_swaps_onto_the_new_image() -> None:
     engine = FakeEngine()
     engine.publish(REF, NEW, "sha256:" + "2" * 64)
     left_aside(engine, "ws-1", was_running=True, running=False)
-    settings = config.load(
-        {"RUNTIMES": "a", "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest"}
-    )
-    clock = FakeClock()
-    service = RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
+    service = wiring.service(engine, wiring.settings())
     result = service.refresh(["a"])
-    assert result.repaired == {"ws-1": RESTORED}
+    assert {name: done.action for name, done in result.repaired.items()} == {"ws-1": RESTORED}
     assert result.recreated == ["ws-1"]
     assert state(engine, "ws-1") == (NEW, True)
     assert [c for c in engine.containers.values() if parse_aside(c["Name"])] == []
@@ -152,4 +151,4 @@ def test_a_refresh_repairs_first_then_swaps_onto_the_new_image() -> None:
 )
 def test_parse_aside(name: str, parsed: tuple[str, bool] | None) -> None:
     """Aside names carry the original name and whether it was running."""
-    assert parse_aside(name) == parsed
+    assert parse_aside(name) == (Aside(*parsed) if parsed else None)

@@ -16,9 +16,16 @@ from typing import Any
 
 import pytest
 
+from receiver.container import Container, Inspect
 from receiver.engine import CreateSpec
 from receiver.spec import build_create_spec
-from tests.record_inspect import SCENARIOS
+from tests.support.record_inspect import SCENARIOS
+
+
+def spec_of(inspect: Inspect, old_image: Mapping[str, Any] | None, image: str) -> CreateSpec:
+    """The create-spec for the container that `inspect` describes."""
+    return build_create_spec(Container.from_inspect(inspect), old_image, image)
+
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "inspect"
 # Keys of the create body that are not container Config.
@@ -56,7 +63,7 @@ class Recording:
     def spec(self, *, old_image_known: bool = True) -> CreateSpec:
         """The spec recreating the container on the same tag, now v2."""
         old = self.old_image if old_image_known else None
-        return build_create_spec(self.container, old, self.ref)
+        return spec_of(self.container, old, self.ref)
 
 
 @functools.cache

@@ -7,46 +7,19 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from receiver import config
 from receiver.admin_auth import AdminTokens
-from receiver.app import build_app
-from receiver.refresh import RefreshService
-from receiver.swap import Clock, Swapper
-
-from .asgi import AppClient
-from .fakes import STALE_DIGEST, STALE_NEW, FakeClock, FakeEngine, engine_with_stale_workspace
+from tests.support import wiring
+from tests.support.asgi import AppClient
+from tests.support.fakes import STALE_DIGEST, STALE_NEW, FakeEngine, engine_with_stale_workspace
 
 STATUS = "/admin/status"
-
-
-def head_answers(digest: str) -> Callable[[httpx.Request], httpx.Response]:
-    """An open registry (no auth) whose tag points at `digest`; counts nothing."""
-
-    def answer(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Docker-Content-Digest": digest})
-
-    return answer
 
 
 def app_client(
     engine: FakeEngine, env: dict[str, str], keys: tuple[str, ...] = ("key",)
 ) -> AppClient:
-    settings = config.load(
-        {
-            "RUNTIMES": "a",
-            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-            **env,
-        }
-    )
-    settings = dataclasses.replace(settings, admin_keys=keys)
-    clock = FakeClock()
-    service = RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
-    http = httpx.AsyncClient(transport=httpx.MockTransport(head_answers(STALE_DIGEST)))
-    return AppClient(build_app(settings, engine, service, http))
+    settings = dataclasses.replace(wiring.settings(**env), admin_keys=keys)
+    return wiring.app_client(engine, settings, registry=wiring.registry_answering(STALE_DIGEST))
 
 
 def auth() -> dict[str, str]:

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from receiver.config import SwapSettings
-from receiver.errors import EngineError, SwapError
+from receiver.container import aside_name, parse_aside
+from receiver.errors import Cause, EngineError, SwapError
 from receiver.imageref import parse
-from receiver.swap import Clock, Swapper, aside_name, is_aside
-
-from .fakes import FakeClock, FakeEngine, container
+from receiver.swap import Swapper
+from tests.support.fakes import FakeClock, FakeEngine, container
 
 REF = "ghcr.io/org/workspace-template-a:latest"
 OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
@@ -22,8 +22,7 @@ def setup(running: bool = True, **settings: Any) -> tuple[FakeEngine, Swapper, s
     engine.publish(REF, NEW, "sha256:" + "2" * 64)
     engine.pull(parse(REF))
     cid = engine.add(container("ws-1", REF, OLD, running=running))
-    clock = FakeClock()
-    swapper = Swapper(engine, SwapSettings(**settings), Clock(clock.monotonic, clock.sleep))
+    swapper = Swapper(engine, SwapSettings(**settings), FakeClock())
     engine.calls.clear()
     return engine, swapper, cid
 
@@ -31,7 +30,7 @@ def setup(running: bool = True, **settings: Any) -> tuple[FakeEngine, Swapper, s
 def test_successful_swap_order() -> None:
     """Rename aside, create, stop old, start new, then remove old (volumes kept)."""
     engine, swapper, old = setup()
-    new = swapper.swap(engine.containers[old], {}, REF)
+    new = swapper.swap(engine.container(old), {}, REF)
     assert engine.ops() == ["rename", "create", "stop", "start", "remove"]
     assert ("rename", old, "ws-1-receiver-aside") in engine.calls
     assert ("remove", old, "keep") in engine.calls
@@ -42,7 +41,7 @@ def test_successful_swap_order() -> None:
 def test_stopped_container_is_recreated_stopped() -> None:
     """A stopped container's replacement is created but never started."""
     engine, swapper, old = setup(running=False)
-    new = swapper.swap(engine.containers[old], {}, REF)
+    new = swapper.swap(engine.container(old), {}, REF)
     assert "start" not in engine.ops()
     assert "stop" not in engine.ops()
     assert engine.containers[new]["State"]["Running"] is False
@@ -53,9 +52,10 @@ def test_create_failure_restores_the_old_container() -> None:
     engine, swapper, old = setup()
     engine.fail["create"] = EngineError("no such image")
     with pytest.raises(SwapError) as caught:
-        swapper.swap(engine.containers[old], {}, REF)
+        swapper.swap(engine.container(old), {}, REF)
     assert caught.value.restored is True
     assert caught.value.container == "ws-1"
+    assert caught.value.cause is Cause.OTHER
     assert engine.containers[old]["Name"] == "/ws-1"
     assert engine.containers[old]["State"]["Running"] is True
     assert list(engine.containers) == [old]
@@ -65,8 +65,9 @@ def test_new_container_exiting_restores_and_restarts_the_old() -> None:
     """A replacement that stops during the grace period is removed; the old one runs again."""
     engine, swapper, old = setup(grace_seconds=2)
     engine.start_state = {"Running": False, "Restarting": False, "ExitCode": 1}
-    with pytest.raises(SwapError, match="exit code 1"):
-        swapper.swap(engine.containers[old], {}, REF)
+    with pytest.raises(SwapError, match="exit code 1") as caught:
+        swapper.swap(engine.container(old), {}, REF)
+    assert caught.value.cause is Cause.IMAGE
     assert list(engine.containers) == [old]
     assert engine.containers[old]["Name"] == "/ws-1"
     assert engine.ops()[-3:] == ["remove", "rename", "start"]
@@ -77,7 +78,7 @@ def test_unhealthy_replacement_is_rolled_back() -> None:
     engine, swapper, old = setup()
     engine.start_state = {"Running": True, "Restarting": False, "Health": {"Status": "unhealthy"}}
     with pytest.raises(SwapError, match="unhealthy"):
-        swapper.swap(engine.containers[old], {}, REF)
+        swapper.swap(engine.container(old), {}, REF)
     assert engine.containers[old]["Name"] == "/ws-1"
 
 
@@ -86,7 +87,7 @@ def test_health_timeout_is_bounded() -> None:
     engine, swapper, old = setup(health_timeout=3)
     engine.start_state = {"Running": True, "Restarting": False, "Health": {"Status": "starting"}}
     with pytest.raises(SwapError, match="not healthy after 3s"):
-        swapper.swap(engine.containers[old], {}, REF)
+        swapper.swap(engine.container(old), {}, REF)
     assert list(engine.containers) == [old]
 
 
@@ -94,7 +95,7 @@ def test_healthy_replacement_does_not_wait_for_the_grace_period() -> None:
     """A healthcheck that passes ends the wait at once."""
     engine, swapper, old = setup(grace_seconds=1000)
     engine.start_state = {"Running": True, "Restarting": False, "Health": {"Status": "healthy"}}
-    swapper.swap(engine.containers[old], {}, REF)
+    swapper.swap(engine.container(old), {}, REF)
     assert engine.by_name("ws-1") is not None
     assert old not in engine.containers
 
@@ -112,7 +113,7 @@ def test_rename_of_a_running_container_falls_back_to_stop_first() -> None:
         real_rename(cid, name)
 
     engine.rename = picky_rename  # type: ignore[method-assign,assignment]
-    swapper.swap(engine.containers[old], {}, REF)
+    swapper.swap(engine.container(old), {}, REF)
     assert attempts == ["ws-1-receiver-aside", "ws-1-receiver-aside"]
     assert old not in engine.containers
     assert engine.by_name("ws-1") is not None
@@ -122,14 +123,14 @@ def test_the_containers_own_stop_timeout_wins() -> None:
     """Config.StopTimeout set by the user is used instead of the default."""
     engine, swapper, old = setup(stop_timeout=10)
     engine.containers[old]["Config"]["StopTimeout"] = 42
-    swapper.swap(engine.containers[old], {}, REF)
+    swapper.swap(engine.container(old), {}, REF)
     assert ("stop", old, "42") in engine.calls
 
 
 def test_aside_names_are_recognisable() -> None:
-    """Aside names round-trip through is_aside, with or without the leading slash."""
-    assert is_aside("/" + aside_name("ws-x"))
-    assert not is_aside("ws-x")
+    """Aside names round-trip through parse_aside, with or without the leading slash."""
+    assert parse_aside("/" + aside_name("ws-x")) is not None
+    assert parse_aside("ws-x") is None
 
 
 def test_a_replacement_removed_by_hand_mid_swap_restores_the_old() -> None:
@@ -144,7 +145,7 @@ def test_a_replacement_removed_by_hand_mid_swap_restores_the_old() -> None:
 
     engine.start = start_then_vanish  # type: ignore[method-assign]
     with pytest.raises(SwapError, match="disappeared") as caught:
-        swapper.swap(engine.containers[old], {}, REF)
+        swapper.swap(engine.container(old), {}, REF)
     assert caught.value.restored is True
     assert engine.containers[old]["Name"] == "/ws-1"
     assert engine.containers[old]["State"]["Running"] is True
@@ -163,7 +164,7 @@ def test_an_old_container_removed_by_hand_mid_swap_keeps_the_new_one() -> None:
 
     engine.stop = stop_then_vanish  # type: ignore[method-assign]
     with pytest.raises(SwapError) as caught:
-        swapper.swap(engine.containers[old], {}, REF)
+        swapper.swap(engine.container(old), {}, REF)
     assert caught.value.restored is False
     kept = engine.by_name("ws-1")
     assert kept is not None

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from receiver import config
-from receiver.app import build_app
-from receiver.github import signature_for
-from receiver.refresh import RefreshService
-from receiver.swap import Clock, Swapper
+from tests.support import deliveries, wiring
+from tests.support.asgi import AppClient
+from tests.support.fakes import FakeEngine, engine_with_stale_workspace
 
-from .asgi import AppClient
-from .fakes import FakeClock, FakeEngine, engine_with_stale_workspace
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "github"
+FIXTURES = deliveries.FIXTURES
 REF = "ghcr.io/org/workspace-template-a:latest"
 OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
 DIGEST = "sha256:" + "2" * 64
@@ -28,23 +22,11 @@ SECRET = "s3cret"
 
 
 def package_body(tag: str = "latest", digest: str = DIGEST, owner: str = "Org") -> bytes:
-    payload: dict[str, Any] = json.loads(
-        (FIXTURES / "package.published.container.multiarch-index.json").read_text()
-    )
-    package = payload["package"]
-    package["name"], package["owner"]["login"] = "workspace-template-a", owner
-    package["package_version"]["version"] = digest
-    package["package_version"]["container_metadata"]["tag"] = {"name": tag, "digest": digest}
-    return json.dumps(payload).encode()
+    return deliveries.package_body("workspace-template-a", digest, tag, owner=owner)
 
 
 def headers(body: bytes, event: str = "package", secret: str = SECRET) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": "d-1",
-        "X-Hub-Signature-256": signature_for(body, secret),
-    }
+    return deliveries.headers(body, secret, event=event, delivery="d-1")
 
 
 class Registry:
@@ -69,18 +51,8 @@ def engine() -> FakeEngine:
 
 
 def client_for(engine: FakeEngine, registry: Registry, secrets: str = SECRET) -> AppClient:
-    settings = config.load(
-        {
-            "RUNTIMES": "a",
-            "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest",
-            "GITHUB_WEBHOOK_SECRET": secrets,
-            "WEBHOOK_MAX_BODY": "20000",
-        }
-    )
-    clock = FakeClock()
-    swapper = Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    http = httpx.AsyncClient(transport=httpx.MockTransport(registry))
-    return AppClient(build_app(settings, engine, RefreshService(settings, engine, swapper), http))
+    settings = wiring.settings(GITHUB_WEBHOOK_SECRET=secrets, WEBHOOK_MAX_BODY="20000")
+    return wiring.app_client(engine, settings, registry=registry)
 
 
 @pytest.fixture

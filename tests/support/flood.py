@@ -2,7 +2,7 @@
 
 Run it as its own process, so its work does not share the receiver's event loop:
 
-    python -m tests.flood --url http://127.0.0.1:8080 --secret S --total 10000 \\
+    python -m tests.support.flood --url http://127.0.0.1:8080 --secret S --total 10000 \\
         --connections 64 --owner Org --package workspace-template-x --digest sha256:... \\
         --mix valid=30,untagged=15,ping=5,unsigned=15,bad-signature=10,malformed=5,\\
 content-type=5,oversized=5,unknown-event=10
@@ -25,22 +25,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
-import hashlib
-import hmac
 import json
 import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-FIXTURES = Path(__file__).parent / "fixtures" / "github"
-PACKAGE_FIXTURE = FIXTURES / "package.published.container.multiarch-index.json"
-PING_FIXTURE = FIXTURES / "ping.json"
+from tests.support.deliveries import PING_FIXTURE, package_body, sign
+
 PATH = "/webhooks/github"
 
 # What each kind of delivery is, and the status the receiver must answer it with.
@@ -76,33 +71,13 @@ class Target:
     pad: int = 0
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def package_body(owner: str, package: str, tag: str, digest: str, pad: int = 0) -> bytes:
-    """The real multi-arch delivery, pointed at `owner/package:tag` at `digest`.
-
-    `pad` adds that many bytes of extra JSON (a list of small objects, as a payload with
-    many labels would carry), to make deliveries costlier to parse."""
-    payload: dict[str, Any] = copy.deepcopy(json.loads(PACKAGE_FIXTURE.read_text()))
-    package_object = payload["package"]
-    package_object["name"] = package
-    package_object["owner"]["login"] = owner
-    version = package_object["package_version"]
-    version["version"] = digest
-    version["container_metadata"]["tag"] = {"name": tag, "digest": digest}
-    if pad > 0:
-        item = {"k": "label", "v": 1}
-        per_item = len(json.dumps(item)) + 2
-        payload["padding"] = [item] * max(1, pad // per_item)
-    return json.dumps(payload).encode()
-
-
 def requests_by_kind(target: Target) -> dict[str, tuple[dict[str, str], bytes]]:
     """Each kind's headers (without the delivery id) and body, built once."""
-    valid = package_body(target.owner, target.package, target.tag, target.digest, target.pad)
-    untagged = package_body(target.owner, target.package, "", target.digest, target.pad)
+
+    def body(tag: str) -> bytes:
+        return package_body(target.package, target.digest, tag, owner=target.owner, pad=target.pad)
+
+    valid, untagged = body(target.tag), body("")
     ping = PING_FIXTURE.read_bytes()
     push = json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode()
     malformed = valid[: len(valid) // 2]
@@ -334,7 +309,7 @@ def summary(tally: Tally, seconds: float, total: int, connections: int) -> dict[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.flood", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.support.flood", description=__doc__)
     parser.add_argument("--url", required=True, help="the receiver, e.g. http://127.0.0.1:8080")
     parser.add_argument("--secret", required=True, help="the webhook secret valid ones sign with")
     parser.add_argument("--total", type=int, default=10_000)

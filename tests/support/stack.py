@@ -12,30 +12,36 @@ This module must not import pytest: scripts outside the test suite use it too.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import io
 import json
 import os
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import docker
 import docker.errors
+
+from tests.support.daemons import (
+    Closing,
+    StackUnavailable,
+    kill_processes_mentioning,
+    log_tail,
+    registry_answers,
+    remove_tree,
+    serve_registry,
+    spawn,
+    stop_process,
+)
 
 __all__ = [
     "BUSYBOX_APPLETS",
@@ -49,8 +55,6 @@ __all__ = [
 ]
 
 ENGINE_START_TIMEOUT = 30.0
-REGISTRY_START_TIMEOUT = 15.0
-STOP_TIMEOUT = 20.0
 # Unix socket paths are limited to 108 bytes; containerd puts "<exec-root>/containerd/
 # containerd.sock.ttrpc" under the exec root, the longest path the private engine needs.
 _SOCKET_PATH_MAX = 100
@@ -61,14 +65,6 @@ DEFAULT_CMD = ["/bin/sleep", "3600"]
 # As PID 1, busybox sleep ignores SIGTERM, so `docker stop` of DEFAULT_CMD waits out the
 # whole stop timeout (10 s by default); pass this as `cmd` where stops should be quick.
 QUICK_STOP_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
-
-
-class StackUnavailable(Exception):
-    """Neither an existing engine/registry nor the means to start them are available."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -194,22 +190,6 @@ def _check_stream(items: Iterable[Any], what: str) -> list[dict[str, Any]]:
     return seen
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
-def _set_pdeathsig() -> None:
-    # If the Python process dies without running close(), the kernel sends SIGTERM to
-    # the child so no private daemon outlives the tests.
-    with contextlib.suppress(Exception):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def _ping(base_url: str, timeout: int = 3) -> bool:
     client = docker.DockerClient(base_url=base_url, timeout=timeout)
     try:
@@ -220,106 +200,7 @@ def _ping(base_url: str, timeout: int = 3) -> bool:
         client.close()
 
 
-def _registry_ok(registry: str, timeout: float = 2.0) -> bool:
-    url = f"http://{registry}/v2/"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status) == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _mounts_under(root: Path) -> list[str]:
-    prefix = str(root) + "/"
-    found: list[str] = []
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        fields = line.split(" ")
-        if len(fields) < 5:
-            continue
-        # mountinfo escapes spaces and other specials as octal, e.g. "\040".
-        point = fields[4].encode().decode("unicode_escape")
-        if point.startswith(prefix):
-            found.append(point)
-    # Unmount the deepest first so that parents are not busy.
-    return sorted(set(found), key=len, reverse=True)
-
-
-def _stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> bool:
-    """Stop a process we started: SIGTERM, wait, then SIGKILL; True if it exited politely."""
-    if proc.poll() is not None:
-        return True
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return False
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a daemon in its own session, its output appended to `log`."""
-    # Output goes to a file, not a pipe: nobody would drain a pipe, and an open pipe
-    # left at exit is a ResourceWarning (an error under the test suite's filters).
-    # A new session keeps a terminal's Ctrl-C from reaching the daemon before
-    # close() has removed the containers and mounts.
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_set_pdeathsig,
-        )
-
-
-def _serve_registry(
-    tmp: Path,
-    name: str,
-    settings: Callable[[str], Mapping[str, Any]],
-    ready: Callable[[str], bool] | None = None,
-) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start ``docker-registry`` on a free loopback port; return its host:port and process.
-
-    `settings` maps the ``127.0.0.1:PORT`` address to the registry's configuration, which
-    is written to ``<tmp>/<name>.yml``; the log goes to ``<tmp>/<name>.log``.  `ready`
-    tells whether the registry at an address answers (default: ``/v2/`` answers 200).
-    """
-    answers = ready or functools.partial(_registry_ok, timeout=1)
-    log = tmp / f"{name}.log"
-    config = tmp / f"{name}.yml"
-    # The free port may be taken between probing and binding; try a few times.
-    for _attempt in range(5):
-        address = f"127.0.0.1:{_free_port()}"
-        # JSON is YAML, and needs no YAML library.
-        config.write_text(json.dumps(settings(address)))
-        proc = _spawn(["docker-registry", "serve", str(config)], log)
-        try:
-            deadline = time.monotonic() + REGISTRY_START_TIMEOUT
-            while proc.poll() is None and time.monotonic() < deadline:
-                if answers(address):
-                    return address, proc
-                time.sleep(0.1)
-        except BaseException:
-            _stop_process(proc, timeout=5)
-            raise
-        _stop_process(proc, timeout=5)
-    raise RuntimeError(f"docker-registry did not start; tail of {log}:\n{_log_tail(log)}")
-
-
-class Stack:
+class Stack(Closing):
     """A Docker engine plus registry to test against; use as a context manager."""
 
     docker_host: str
@@ -421,7 +302,7 @@ class Stack:
             "--containerd-plugins-namespace=receiver-test-plugins",
             "--shutdown-timeout=5",
         ]
-        self._engine_proc = _spawn(args, log)
+        self._engine_proc = spawn(args, log)
         self.started_engine = True
         self.docker_host = f"unix://{sock}"
         deadline = time.monotonic() + ENGINE_START_TIMEOUT
@@ -429,14 +310,14 @@ class Stack:
             if self._engine_proc.poll() is not None:
                 raise RuntimeError(
                     f"dockerd exited with {self._engine_proc.returncode} while starting; "
-                    f"tail of {log}:\n{_log_tail(log)}"
+                    f"tail of {log}:\n{log_tail(log)}"
                 )
             if sock.exists() and _ping(self.docker_host, timeout=2):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"dockerd did not answer within {ENGINE_START_TIMEOUT:.0f}s; "
-                    f"tail of {log}:\n{_log_tail(log)}"
+                    f"tail of {log}:\n{log_tail(log)}"
                 )
             time.sleep(0.1)
         self.client = docker.DockerClient(base_url=self.docker_host, timeout=120)
@@ -445,7 +326,7 @@ class Stack:
         explicit = os.environ.get("RECEIVER_TEST_REGISTRY")
         if explicit:
             self.registry = explicit
-            if not _registry_ok(explicit):
+            if not registry_answers(explicit):
                 raise StackUnavailable(f"registry RECEIVER_TEST_REGISTRY={explicit} not answering")
             return
         if shutil.which("docker-registry") is None:
@@ -465,7 +346,7 @@ class Stack:
                 "http": {"addr": address},
             }
 
-        self.registry, self._registry_proc = _serve_registry(tmp, "registry", settings)
+        self.registry, self._registry_proc = serve_registry(tmp, "registry", settings)
         self.started_registry = True
 
     def close(self) -> None:
@@ -480,15 +361,17 @@ class Stack:
             finally:
                 client.close()
         if self._registry_proc is not None:
-            _stop_process(self._registry_proc)
+            stop_process(self._registry_proc)
             self._registry_proc = None
         if self._engine_proc is not None:
-            polite = _stop_process(self._engine_proc)
+            polite = stop_process(self._engine_proc)
             self._engine_proc = None
             if not polite and self._tmp is not None:
-                self._kill_leftover_shims(self._tmp)
+                # After a SIGKILL, containerd shims of our engine may survive; each names
+                # our private exec root (unique to this stack) on its command line.
+                kill_processes_mentioning(str(self._tmp))
         if self._tmp is not None:
-            self._remove_tree(self._tmp)
+            remove_tree(self._tmp)
             self._tmp = None
 
     def _remove_own_objects(self, client: docker.DockerClient) -> None:
@@ -508,41 +391,6 @@ class Stack:
             for image_id in sorted(self._image_ids):
                 with contextlib.suppress(Exception):
                     client.api.remove_image(image_id, force=True)
-
-    @staticmethod
-    def _kill_leftover_shims(tmp: Path) -> None:
-        # After a SIGKILL, containerd shims of our engine may survive; each names our
-        # private exec root (unique to this stack) on its command line.
-        marker = str(tmp).encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in cmdline:
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry.name), signal.SIGKILL)
-
-    @staticmethod
-    def _remove_tree(tmp: Path) -> None:
-        for point in _mounts_under(tmp):
-            result = subprocess.run(["umount", point], capture_output=True, check=False)
-            if result.returncode != 0:
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    def __enter__(self) -> Stack:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- images ------------------------------------------------------------------------
 

@@ -29,8 +29,9 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
+
+from tests.support.daemons import Closing
 
 __all__ = ["Cut", "EngineProxy", "request_pattern"]
 
@@ -67,7 +68,7 @@ class Cut:
     down: bool = True
 
 
-class EngineProxy:
+class EngineProxy(Closing):
     """A unix-socket proxy to `upstream` (``unix:///path`` or a path); a context manager."""
 
     def __init__(self, upstream: str, directory: Path | None = None) -> None:
@@ -157,17 +158,6 @@ class EngineProxy:
             conn.cut()
             conn.join()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> EngineProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- inside ----------------------------------------------------------------------------
 

@@ -7,20 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
-from receiver import config
-from receiver.digests import (
-    COALESCED,
-    QUEUED,
-    SCHEDULED,
-    UNCHANGED,
-    Coordinator,
-    DigestBook,
-)
+from receiver.book import DigestBook, RefreshRecord
+from receiver.coordinator import Coordinator
 from receiver.errors import EngineUnavailable, PullError
-from receiver.refresh import RefreshResult, RefreshService
-from receiver.swap import Clock, Swapper
-
-from .fakes import FakeClock, FakeEngine, container
+from receiver.outcomes import ADMIN, POLL, TriggerOutcome, webhook
+from receiver.refresh import RefreshResult
+from tests.support import wiring
+from tests.support.fakes import FakeEngine, container
 
 pytestmark = pytest.mark.anyio
 
@@ -47,17 +40,27 @@ def setup(gate: Gate | None = None) -> tuple[FakeEngine, Coordinator, Gate]:
     engine.publish(REF, NEW, D2)
     engine.add(container("ws-1", REF, OLD))
     engine.add(container("ws-2", REF, OLD))
-    settings = config.load(
-        {"RUNTIMES": "a", "IMAGE_TEMPLATE": "ghcr.io/org/workspace-template-{runtime}:latest"}
-    )
-    clock = FakeClock()
-    service = RefreshService(
-        settings, engine, Swapper(engine, settings.swap, Clock(clock.monotonic, clock.sleep))
-    )
+    settings = wiring.settings()
+    service = wiring.service(engine, settings)
     gate = gate or Gate()
     book = DigestBook(settings.runtimes)
     book.seed("a", D1)
     return engine, Coordinator(service, book, run=gate), gate
+
+
+SCHEDULED, QUEUED = TriggerOutcome.SCHEDULED, TriggerOutcome.QUEUED
+COALESCED, UNCHANGED = TriggerOutcome.COALESCED, TriggerOutcome.UNCHANGED
+WEBHOOK = webhook("package")
+
+
+def last_refresh(coordinator: Coordinator) -> RefreshRecord:
+    record = coordinator.book.states["a"].last_refresh
+    assert record is not None
+    return record
+
+
+def reasons(record: RefreshRecord) -> dict[str, str]:
+    return {name: failure.reason for name, failure in record.failed.items()}
 
 
 def pulls(engine: FakeEngine) -> int:
@@ -68,17 +71,17 @@ async def test_new_digest_refreshes_and_commits_the_pulled_digest() -> None:
     """A trigger with a new digest refreshes; `seen` becomes the digest actually pulled."""
     engine, coordinator, gate = setup()
     gate.open.set()
-    assert coordinator.submit("a", D2, "webhook") == SCHEDULED
+    assert coordinator.submit("a", D2, WEBHOOK) == SCHEDULED
     await coordinator.idle()
     assert coordinator.book.seen("a") == D2
     assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
-    assert coordinator.book.states["a"].last_refresh["ok"] is True
+    assert last_refresh(coordinator).ok is True
 
 
 async def test_trigger_equal_to_seen_does_nothing() -> None:
     """A digest the book has already seen starts no refresh at all."""
     engine, coordinator, gate = setup()
-    assert coordinator.submit("a", D1, "poll") == UNCHANGED
+    assert coordinator.submit("a", D1, POLL) == UNCHANGED
     await coordinator.idle()
     assert gate.runs == 0
     assert engine.calls == []
@@ -87,7 +90,7 @@ async def test_trigger_equal_to_seen_does_nothing() -> None:
 async def test_a_burst_of_duplicates_refreshes_once() -> None:
     """30 deliveries of one digest while the first refresh runs: one refresh, one swap each."""
     engine, coordinator, gate = setup()
-    answers = [coordinator.submit("a", D2, "webhook") for _ in range(30)]
+    answers = [coordinator.submit("a", D2, WEBHOOK) for _ in range(30)]
     await asyncio.sleep(0)
     gate.open.set()
     await coordinator.idle()
@@ -96,15 +99,15 @@ async def test_a_burst_of_duplicates_refreshes_once() -> None:
     assert gate.runs == 1
     assert pulls(engine) == 1
     assert [c for c in engine.calls if c[0] == "create"] == [("create", "ws-1"), ("create", "ws-2")]
-    assert coordinator.submit("a", D2, "webhook") == UNCHANGED
+    assert coordinator.submit("a", D2, WEBHOOK) == UNCHANGED
 
 
 async def test_triggers_meanwhile_coalesce_into_one_follow_up() -> None:
     """Triggers during a refresh coalesce into at most one follow-up, the newest."""
     engine, coordinator, gate = setup()
-    assert coordinator.submit("a", D2, "webhook") == SCHEDULED
-    assert coordinator.submit("a", D3, "webhook") == QUEUED
-    assert coordinator.submit("a", None, "admin") == QUEUED
+    assert coordinator.submit("a", D2, WEBHOOK) == SCHEDULED
+    assert coordinator.submit("a", D3, WEBHOOK) == QUEUED
+    assert coordinator.submit("a", None, ADMIN) == QUEUED
     gate.open.set()
     await coordinator.idle()
     assert gate.runs == 2
@@ -115,9 +118,9 @@ async def test_triggers_meanwhile_coalesce_into_one_follow_up() -> None:
 async def test_a_follow_up_already_applied_is_skipped() -> None:
     """If the refresh in flight already pulled the queued digest, the follow-up does nothing."""
     engine, coordinator, gate = setup()
-    assert coordinator.submit("a", D2, "webhook") == SCHEDULED
+    assert coordinator.submit("a", D2, WEBHOOK) == SCHEDULED
     engine.publish(REF, NEWER, D3)  # lands before the first refresh pulls
-    assert coordinator.submit("a", D3, "poll") == QUEUED
+    assert coordinator.submit("a", D3, POLL) == QUEUED
     gate.open.set()
     await coordinator.idle()
     assert gate.runs == 1
@@ -130,32 +133,40 @@ async def test_failure_keeps_the_old_digest_so_the_next_trigger_retries() -> Non
     engine, coordinator, gate = setup()
     gate.open.set()
     engine.fail_pull[REF] = PullError("registry down")
-    coordinator.submit("a", D2, "poll")
+    coordinator.submit("a", D2, POLL)
     await coordinator.idle()
     assert coordinator.book.seen("a") == D1
-    assert coordinator.book.states["a"].last_refresh["ok"] is False
+    assert last_refresh(coordinator).ok is False
     del engine.fail_pull[REF]
-    assert coordinator.submit("a", D2, "poll") == SCHEDULED
+    assert coordinator.submit("a", D2, POLL) == SCHEDULED
     await coordinator.idle()
     assert coordinator.book.seen("a") == D2
 
 
-async def test_engine_down_in_the_background_is_a_recorded_failure() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(EngineUnavailable("engine down"), id="engine-down"),
+        # Even a bug (not an EngineError) is recorded, not lost.
+        pytest.param(RuntimeError("a bug"), id="unexpected"),
+    ],
+)
+async def test_an_error_in_the_background_is_a_recorded_failure(error: Exception) -> None:
     """Background work never raises; the book records the failure and keeps `seen`."""
     engine, coordinator, gate = setup()
     gate.open.set()
-    engine.fail["list"] = EngineUnavailable("engine down")
-    coordinator.submit("a", D2, "webhook")
+    engine.fail["list"] = error
+    coordinator.submit("a", D2, WEBHOOK)
     await coordinator.idle()
     assert coordinator.book.seen("a") == D1
-    assert coordinator.book.states["a"].last_refresh["failed"] == {"a": "engine down"}
+    assert reasons(last_refresh(coordinator)) == {"a": str(error)}
 
 
 async def test_admin_refresh_waits_its_turn_and_propagates_engine_errors() -> None:
     """The admin call runs after the refresh in flight, and hears of an unreachable engine."""
     engine, coordinator, gate = setup()
-    coordinator.submit("a", D2, "webhook")
-    admin = asyncio.ensure_future(coordinator.refresh(["a"], source="admin"))
+    coordinator.submit("a", D2, WEBHOOK)
+    admin = asyncio.ensure_future(coordinator.refresh(["a"], source=ADMIN))
     await asyncio.sleep(0)
     gate.open.set()
     result = await admin
@@ -163,7 +174,7 @@ async def test_admin_refresh_waits_its_turn_and_propagates_engine_errors() -> No
     assert gate.runs == 2
     engine.fail["list"] = EngineUnavailable("engine down")
     with pytest.raises(EngineUnavailable):
-        await coordinator.refresh(["a"], source="admin")
+        await coordinator.refresh(["a"], source=ADMIN)
 
 
 async def test_seed_only_fills_an_unknown_runtime() -> None:
@@ -177,14 +188,3 @@ async def test_seed_only_fills_an_unknown_runtime() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def test_an_unexpected_error_in_the_background_is_recorded_not_lost() -> None:
-    """Even a bug (not an EngineError) is recorded as a failure and rolls back."""
-    engine, coordinator, gate = setup()
-    gate.open.set()
-    engine.fail["list"] = RuntimeError("a bug")
-    coordinator.submit("a", D2, "webhook")
-    await coordinator.idle()
-    assert coordinator.book.seen("a") == D1
-    assert coordinator.book.states["a"].last_refresh["failed"] == {"a": "a bug"}

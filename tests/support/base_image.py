@@ -13,20 +13,18 @@ The host's extra CA certificates (``/usr/local/share/ca-certificates``) go into 
 too, as a company's own base image carries the company's CA: where outbound TLS passes an
 inspecting proxy, pip inside ``docker build`` then trusts what the host trusts.
 
-``python -m tests.base_image`` builds (or finds) the cached tarball and prints its path.
+``python -m tests.support.base_image`` builds (or finds) the cached tarball and prints its path.
 This module must not import pytest: it is usable outside the test suite.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,8 @@ from pathlib import Path
 
 import docker
 import docker.errors
+
+from tests.support.daemons import StackUnavailable, die_with_parent, remove_tree
 
 __all__ = [
     "BaseImage",
@@ -80,12 +80,8 @@ Log = Callable[[str], None]
 _PATH = ":".join([os.environ.get("PATH", "/usr/bin:/bin"), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
 
-class BaseImageUnavailable(Exception):
+class BaseImageUnavailable(StackUnavailable):
     """The base cannot be made here (not Debian, no debootstrap, not root, no mirror)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -281,7 +277,7 @@ def rootfs_tarball(
             _fsync_dir(cache)
             say(f"built {target} in {time.monotonic() - started:.0f}s")
         finally:
-            _remove_work(work)
+            remove_tree(work)
     return target
 
 
@@ -348,7 +344,7 @@ def _run(args: list[str], log: Path, timeout: float) -> None:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PATH": _PATH, "LC_ALL": "C"},
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 timeout=timeout,
                 check=False,
             )
@@ -356,14 +352,6 @@ def _run(args: list[str], log: Path, timeout: float) -> None:
             raise RuntimeError(f"{args[0]} took over {timeout:.0f}s; {_tail(log)}") from None
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:2])} exited {done.returncode}; {_tail(log)}")
-
-
-def _die_with_parent() -> None:
-    # If this process is killed, the kernel sends the child SIGTERM, and debootstrap's exit
-    # handler unmounts what it mounted in the target instead of going on alone.
-    with contextlib.suppress(Exception):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _tail(log: Path, lines: int = 25) -> str:
@@ -394,40 +382,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _mounts_under(root: Path) -> list[str]:
-    prefix = str(root.resolve()) + "/"
-    found = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            fields = line.split(" ")
-            if len(fields) > 4:
-                point = fields[4].encode().decode("unicode_escape")
-                if point.startswith(prefix):
-                    found.add(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def _remove_work(work: Path) -> bool:
-    """Unmount what debootstrap left mounted under `work`, then delete it; False if stuck.
-
-    A debootstrap that is killed leaves /proc, /sys or bind mounts of the host's /dev in
-    its target; deleting through those would delete the host's files, so nothing is
-    deleted while anything is still mounted there.
-    """
-    for point in _mounts_under(work):
-        umount = shutil.which("umount", path=_PATH) or "umount"
-        if subprocess.run([umount, point], capture_output=True, check=False).returncode:
-            subprocess.run([umount, "-l", point], capture_output=True, check=False)
-    if _mounts_under(work):
-        return False
-    shutil.rmtree(work, ignore_errors=True)
-    return True
-
-
 def _remove_stale_work(cache: Path, say: Log) -> None:
     # Called under the lock: no other builder is at work, so any work dir is a leftover.
     for stale in sorted(cache.glob(".work-*")):
-        if stale.is_dir() and not _remove_work(stale):
+        if stale.is_dir() and not remove_tree(stale):
             say(f"warning: {stale} still has mounts under it; left in place")
 
 

@@ -46,7 +46,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from cryptography import x509
@@ -55,7 +54,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from tests.stack import StackUnavailable, _serve_registry, _stop_process
+from tests.support.daemons import (
+    Closing,
+    LoopbackServer,
+    StackUnavailable,
+    serve_registry,
+    stop_process,
+)
 
 __all__ = [
     "DEFAULT_TOKEN_SECONDS",
@@ -104,6 +109,24 @@ def decode_jwt(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return json.loads(_b64url_decode(header)), json.loads(_b64url_decode(claims))
 
 
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def _key_usage(*allowed: str) -> x509.KeyUsage:
+    """A KeyUsage extension allowing just `allowed` (x509.KeyUsage wants all nine named)."""
+    return x509.KeyUsage(**{usage: usage in allowed for usage in _KEY_USAGES})
+
+
 class _Signer:
     """An EC P-256 key with a self-signed certificate: the registry's trusted root."""
 
@@ -120,20 +143,7 @@ class _Signer:
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage("digital_signature", "key_cert_sign"), critical=True)
             .sign(self.key, hashes.SHA256())
         )
         self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
@@ -151,25 +161,14 @@ class _Signer:
         return f"{signing_input}.{_b64url(signature)}"
 
 
-class _TokenServer(http.server.ThreadingHTTPServer):
-    """The token service's HTTP server; its handlers ask `owner` for the answer."""
-
-    daemon_threads = True
-
-    def __init__(self, owner: TokenRegistry) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _TokenHandler)
-
-
 class _TokenHandler(http.server.BaseHTTPRequestHandler):
-    server: _TokenServer
+    """The token service's requests, answered by the TokenRegistry that runs it."""
+
     # HTTP/1.0: one request per connection, so no idle keep-alive holds up shutdown.
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:
-        status, body, headers = self.server.owner._answer(
-            self.path, self.headers.get("Authorization")
-        )
+        status, body, headers = self._owner()._answer(self.path, self.headers.get("Authorization"))
         self._send(status, body, headers)
 
     def do_POST(self) -> None:
@@ -187,7 +186,12 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
-        self.server.owner._log_line(format % args)
+        self._owner()._log_line(format % args)
+
+    def _owner(self) -> TokenRegistry:
+        owner = getattr(self.server, "owner", None)
+        assert isinstance(owner, TokenRegistry)
+        return owner
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:
@@ -206,7 +210,7 @@ def _registry_answers(address: str) -> bool:
         return False
 
 
-class TokenRegistry:
+class TokenRegistry(Closing):
     """A token-auth registry plus its token service; use as a context manager."""
 
     registry: str  # "127.0.0.1:PORT", the registry's host for image references
@@ -238,8 +242,7 @@ class TokenRegistry:
         self._lock = threading.Lock()
         self._signer: _Signer | None = None
         self._tmp: Path | None = None
-        self._server: _TokenServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self._registry_proc: subprocess.Popen[bytes] | None = None
         self._closed = False
 
@@ -273,14 +276,8 @@ class TokenRegistry:
         bundle = tmp / "token-signer.pem"
         bundle.write_bytes(self._signer.cert_pem)
 
-        self._server = _TokenServer(self)
-        port = int(self._server.server_address[1])
-        self.realm = f"http://127.0.0.1:{port}/token"
-        # A short poll interval keeps shutdown() in close() quick.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="token-service", daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(_TokenHandler, self)
+        self.realm = f"http://{self._server.address}/token"
 
         def settings(address: str) -> dict[str, Any]:
             return {
@@ -301,7 +298,7 @@ class TokenRegistry:
                 },
             }
 
-        self.registry, self._registry_proc = _serve_registry(
+        self.registry, self._registry_proc = serve_registry(
             tmp, "registry", settings, _registry_answers
         )
 
@@ -311,29 +308,14 @@ class TokenRegistry:
             return
         self._closed = True
         if self._registry_proc is not None:
-            _stop_process(self._registry_proc)
+            stop_process(self._registry_proc)
             self._registry_proc = None
         if self._server is not None:
-            if self._thread is not None:
-                self._server.shutdown()
-                self._thread.join()
-                self._thread = None
-            self._server.server_close()
+            self._server.close()
             self._server = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> TokenRegistry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- for assertions ----------------------------------------------------------------
 

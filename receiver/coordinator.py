@@ -1,32 +1,27 @@
-"""The digest book and the coordinator: one refresh in flight per runtime, triggers coalesced."""
+"""The coordinator: feeds every trigger through the digest book into the refresh service.
+
+At most one refresh per runtime runs at a time; triggers that arrive meanwhile coalesce
+into at most one follow-up; different runtimes refresh in parallel. Webhooks and the
+poller submit and return at once; the admin route waits for its refresh.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from anyio import to_thread
 
+from .book import DigestBook, Pending
+from .clock import SYSTEM, Clock
 from .errors import EngineError
+from .outcomes import ADMIN, Failure, Source, TriggerOutcome
 from .refresh import RefreshResult, RefreshService
-from .seeding import HostSeed, host_seeds
+from .seeding import host_seeds
 
 log = logging.getLogger(__name__)
-
-# What submit() says happened to a trigger.
-SCHEDULED, QUEUED, COALESCED, UNCHANGED = "scheduled", "queued", "coalesced", "unchanged"
-
-
-@dataclass
-class Pending:
-    """A trigger waiting for the refresh in flight to end; None digest means 'refresh anyway'."""
-
-    digest: str | None
-    source: str
-    arrived: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +29,7 @@ class RefreshEvent:
     """One runtime's refresh as listeners (metrics, notifications) hear of it."""
 
     runtime: str
-    source: str
+    source: Source
     digest: str | None
     result: RefreshResult
     seconds: float
@@ -42,76 +37,6 @@ class RefreshEvent:
 
 
 Listener = Callable[[RefreshEvent], None]
-
-
-@dataclass
-class RuntimeState:
-    """What the book knows of one runtime."""
-
-    seen: str | None = None
-    driving: bool = False
-    target: str | None = None
-    pending: Pending | None = None
-    last_trigger: dict[str, object] = field(default_factory=dict)
-    last_refresh: dict[str, object] = field(default_factory=dict)
-    last_poll: dict[str, object] = field(default_factory=dict)
-    # Boot seeding: whether the host's images were read, and whether they disagreed.
-    host_checked: bool = False
-    host_stale: bool = False
-
-
-class DigestBook:
-    """Per runtime: the digest last applied or observed (`seen`), in-flight and pending work."""
-
-    def __init__(self, runtimes: Sequence[str], clock: Callable[[], float] = time.time) -> None:
-        self.states = {runtime: RuntimeState() for runtime in runtimes}
-        self.clock = clock
-
-    def seen(self, runtime: str) -> str | None:
-        """The digest last applied or observed for `runtime`."""
-        return self.states[runtime].seen
-
-    def seed(self, runtime: str, digest: str) -> bool:
-        """Record a first observation; returns False when `seen` was already known."""
-        state = self.states[runtime]
-        if state.seen is not None:
-            return False
-        state.seen = digest
-        return True
-
-    def commit(self, runtime: str, result: RefreshResult, source: str) -> None:
-        """Record a refresh's outcome; only a clean success moves `seen` (else it rolls back)."""
-        state = self.states[runtime]
-        ok = runtime in result.pulled and not result.failed
-        if ok and runtime in result.digests:
-            state.seen = result.digests[runtime]
-            state.host_stale = False
-        state.last_refresh = {
-            "at": self.clock(),
-            "source": source,
-            "ok": ok,
-            "recreated": sorted(result.recreated),
-            "failed": dict(result.failed),
-        }
-
-    def note_trigger(self, runtime: str, digest: str | None, source: str) -> None:
-        """Remember the last trigger for status pages."""
-        self.states[runtime].last_trigger = {"at": self.clock(), "source": source, "digest": digest}
-
-    def note_poll(self, runtime: str, digest: str | None, error: str | None) -> None:
-        """Remember the poller's last observation of a runtime's tag."""
-        self.states[runtime].last_poll = {"at": self.clock(), "digest": digest, "error": error}
-
-    def apply_host_seeds(self, seeds: Mapping[str, HostSeed]) -> None:
-        """Seed `seen` from what the host runs (boot), without overriding what is known."""
-        for runtime, seed in seeds.items():
-            state = self.states[runtime]
-            if seed.digest is not None:
-                self.seed(runtime, seed.digest)
-            state.host_stale = seed.stale and state.seen is None
-            state.host_checked = True
-
-
 Runner = Callable[[Callable[[], RefreshResult]], Awaitable[RefreshResult]]
 
 
@@ -126,47 +51,53 @@ class Coordinator:
         self,
         service: RefreshService,
         book: DigestBook,
+        *,
         run: Runner = _in_thread,
         listeners: Sequence[Listener] = (),
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.service = service
         self.book = book
         self._run = run
         self.listeners = list(listeners)
-        self._monotonic = monotonic
+        self.clock = clock
         self._locks = {runtime: asyncio.Lock() for runtime in book.states}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def runtimes(self) -> list[str]:
+        """The runtimes the book keeps."""
+        return list(self.book.states)
+
     def submit(
-        self, runtime: str, digest: str | None, source: str, arrived: float | None = None
-    ) -> str:
+        self, runtime: str, digest: str | None, source: Source, arrived: float | None = None
+    ) -> TriggerOutcome:
         """Accept a trigger without waiting; says whether it started, queued or changed nothing.
 
         `arrived` (monotonic) is when the trigger came in, if earlier than now.
         """
-        arrived = self._monotonic() if arrived is None else arrived
+        arrived = self.clock.monotonic() if arrived is None else arrived
         state = self.book.states[runtime]
         self.book.note_trigger(runtime, digest, source)
         if digest is not None and digest == state.seen:
-            return UNCHANGED
+            return TriggerOutcome.UNCHANGED
         if state.driving:
             if digest is not None and digest == state.target and state.pending is None:
-                return COALESCED
+                return TriggerOutcome.COALESCED
             # At most one follow-up: a newer trigger replaces an older pending one.
             state.pending = Pending(digest, source, arrived)
-            return QUEUED
+            return TriggerOutcome.QUEUED
         state.driving = True
         state.target = digest
         self._spawn(self._drive(runtime, digest, source, arrived))
-        return SCHEDULED
+        return TriggerOutcome.SCHEDULED
 
-    def spawn_resolving(
-        self, runtime: str, resolve: Callable[[], Awaitable[str | None]], source: str
-    ) -> None:
+    def submit_resolving(
+        self, runtime: str, resolve: Callable[[], Awaitable[str | None]], source: Source
+    ) -> TriggerOutcome:
         """Find the digest first (a registry HEAD), then submit; a failed lookup still refreshes."""
 
-        arrived = self._monotonic()
+        arrived = self.clock.monotonic()
 
         async def resolve_then_submit() -> None:
             try:
@@ -179,17 +110,23 @@ class Coordinator:
             self.submit(runtime, digest, source, arrived)
 
         self._spawn(resolve_then_submit())
+        return TriggerOutcome.RESOLVING
 
     async def refresh(
         self,
-        runtimes: Sequence[str],
+        runtimes: Sequence[str] | None = None,
         *,
         recreate: bool = True,
         force: bool = False,
-        source: str = "admin",
+        source: Source = ADMIN,
     ) -> RefreshResult:
-        """Refresh now and wait (the admin route); EngineUnavailable propagates."""
-        arrived = self._monotonic()
+        """Refresh now and wait (the admin route); all runtimes when None.
+
+        Raises UnknownRuntime (before doing anything) for a runtime that is not configured,
+        and EngineUnavailable when containers cannot be listed.
+        """
+        names = self.service.check_runtimes(runtimes)
+        arrived = self.clock.monotonic()
         results = await asyncio.gather(
             *(
                 self._refresh(
@@ -200,7 +137,7 @@ class Coordinator:
                     arrived=arrived,
                     propagate=True,
                 )
-                for r in runtimes
+                for r in names
             )
         )
         merged = RefreshResult()
@@ -213,13 +150,13 @@ class Coordinator:
 
         Raises EngineError when the engine cannot be read (the poller tries again).
         """
-        names = list(self.book.states if runtimes is None else runtimes)
+        names = self.runtimes if runtimes is None else list(runtimes)
         await to_thread.run_sync(self.service.repair, names)  # repair.py logs what it does
         await self.seed_from_host(names)
 
     async def seed_from_host(self, runtimes: Sequence[str] | None = None) -> None:
         """Seed the book from the images the host runs; EngineError when the engine is down."""
-        names = list(self.book.states if runtimes is None else runtimes)
+        names = self.runtimes if runtimes is None else list(runtimes)
         service = self.service
         seeds = await to_thread.run_sync(host_seeds, service.engine, service.config, names)
         self.book.apply_host_seeds(seeds)
@@ -243,7 +180,9 @@ class Coordinator:
         while self._tasks:
             await asyncio.gather(*set(self._tasks), return_exceptions=True)
 
-    async def _drive(self, runtime: str, digest: str | None, source: str, arrived: float) -> None:
+    async def _drive(
+        self, runtime: str, digest: str | None, source: Source, arrived: float
+    ) -> None:
         state = self.book.states[runtime]
         try:
             while True:
@@ -263,7 +202,7 @@ class Coordinator:
         *,
         recreate: bool = True,
         force: bool = False,
-        source: str,
+        source: Source,
         arrived: float,
         unless_seen: str | None = None,
         propagate: bool = False,
@@ -272,7 +211,7 @@ class Coordinator:
             # Another refresh may have applied this digest while we waited for the lock.
             if unless_seen is not None and unless_seen == self.book.seen(runtime):
                 return RefreshResult()
-            started = self._monotonic()
+            started = self.clock.monotonic()
             try:
                 result = await self._run(
                     lambda: self.service.refresh_runtime(runtime, recreate=recreate, force=force)
@@ -284,10 +223,11 @@ class Coordinator:
                     raise
                 if not isinstance(exc, EngineError):
                     log.exception("runtime %s: refresh crashed", runtime)
-                result = RefreshResult(failed={runtime: str(exc) or type(exc).__name__})
+                result = RefreshResult()
+                result.fail(Failure.of(runtime, exc))
             if recreate:
                 self.book.commit(runtime, result, source)
-            now = self._monotonic()
+            now = self.clock.monotonic()
             self._tell(
                 RefreshEvent(runtime, source, unless_seen, result, now - started, now - arrived)
             )
@@ -297,7 +237,7 @@ class Coordinator:
                 source,
                 len(result.recreated),
                 len(result.failed),
-                extra={"runtime": runtime, "source": source, "outcome": result.as_json()},
+                extra={"runtime": runtime, "source": str(source), "outcome": result.as_json()},
             )
             return result
 

@@ -12,10 +12,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
+
+from tests.support.daemons import Closing, LoopbackServer
 
 __all__ = ["Fault", "FaultProxy"]
 
@@ -39,7 +40,7 @@ class Fault:
     methods: tuple[str, ...] = ()
 
 
-class FaultProxy:
+class FaultProxy(Closing):
     """Forwards every request to `upstream` (http://host:port) unless a fault applies."""
 
     def __init__(self, upstream: str) -> None:
@@ -48,12 +49,8 @@ class FaultProxy:
         self.seen: list[str] = []
         self._lock = threading.Lock()
         self._http = httpx.Client(base_url=self.upstream, timeout=60)
-        self._server = _Server(self)
-        self.address = f"127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(_Handler, self)
+        self.address = self._server.address
 
     def set(self, fault: Fault | None) -> None:
         """Apply a fault from the next request on (None clears it)."""
@@ -82,37 +79,16 @@ class FaultProxy:
 
     def close(self) -> None:
         """Stop serving and close the upstream client."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self._server.close()
         self._http.close()
-
-    def __enter__(self) -> FaultProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, proxy: FaultProxy) -> None:
-        self.proxy = proxy
-        super().__init__(("127.0.0.1", 0), _Handler)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
     protocol_version = "HTTP/1.1"
 
     def _handle(self) -> None:
-        proxy = self.server.proxy
+        proxy = getattr(self.server, "owner", None)
+        assert isinstance(proxy, FaultProxy)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         fault = proxy.take(self.command, self.path)

@@ -8,7 +8,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from receiver.engine import CreateSpec, Image, Inspect
+from receiver.container import Container
+from receiver.engine import CreateSpec, Image
 from receiver.errors import EngineError, EngineUnavailable, PullError
 from receiver.imageref import ImageRef
 
@@ -72,6 +73,10 @@ class FakeEngine:
     def by_name(self, name: str) -> dict[str, Any] | None:
         return next((c for c in self.containers.values() if c["Name"] == f"/{name}"), None)
 
+    def container(self, container_id: str) -> Container:
+        """The value the engine would give for a container it holds."""
+        return Container.from_inspect(copy.deepcopy(self.containers[container_id]))
+
     def _record(self, *call: str) -> None:
         with self._lock:
             self.calls.append(call)
@@ -96,14 +101,18 @@ class FakeEngine:
         self._record("image", ref_or_id)
         return self.images.get(ref_or_id)
 
-    def list_containers(self, prefix: str) -> list[Inspect]:
+    def list_containers(self, prefix: str) -> list[Container]:
         self._record("list", prefix)
-        return [copy.deepcopy(c) for c in self.containers.values() if prefix in c["Name"]]
+        return [
+            Container.from_inspect(copy.deepcopy(c))
+            for c in self.containers.values()
+            if prefix in c["Name"]
+        ]
 
-    def inspect_container(self, container_id: str) -> Inspect | None:
+    def inspect_container(self, container_id: str) -> Container | None:
         self._record("inspect", container_id)
         found = self.containers.get(container_id)
-        return copy.deepcopy(found) if found is not None else None
+        return Container.from_inspect(copy.deepcopy(found)) if found is not None else None
 
     def create_container(self, spec: CreateSpec) -> str:
         self._record("create", spec.name)
@@ -158,16 +167,25 @@ class FakeEngine:
 
 
 class FakeClock:
-    """A clock whose sleep advances time instantly."""
+    """A Clock whose sleeps and pauses advance time at once; wall time runs beside it."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, start: float = 0.0, wall_start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.wall_offset = wall_start - start
+        self.sleeps: list[float] = []
+
+    def wall(self) -> float:
+        return self.now + self.wall_offset
 
     def monotonic(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         self.now += seconds
+
+    async def pause(self, seconds: float) -> None:
+        self.sleep(seconds)
 
 
 __all__ = ["EngineError", "EngineUnavailable", "FakeClock", "FakeEngine", "PullError", "container"]

@@ -1,6 +1,6 @@
 """Record real `docker inspect` JSON for the create-spec tests (tests/fixtures/inspect).
 
-    python -m tests.record_inspect [--out tests/fixtures/inspect]
+    python -m tests.support.record_inspect [--out tests/fixtures/inspect]
 
 Every scenario makes containers on the test stack's engine (tests/stack.py) from v1 of one
 template image; then v2 of the template is imported under the same tag, as a pull of a new
@@ -33,7 +33,7 @@ import docker.types
 
 # The stack's image helpers are private to it; `Stack.publish` cannot set USER, EXPOSE or
 # HEALTHCHECK and always pushes, which would put the registry's random port in every ref.
-from tests.stack import Stack, _changes, _check_stream, _json_lines, _rootfs_tar
+from tests.support.stack import Stack, _changes, _check_stream, _json_lines, _rootfs_tar
 
 DEFAULT_OUT = Path(__file__).parent / "fixtures" / "inspect"
 TEMPLATE = "registry.test/org/workspace-template-rec:latest"
@@ -389,7 +389,7 @@ def record(stack: Stack, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.record_inspect",
+        prog="python -m tests.support.record_inspect",
         description="Record docker inspect JSON of real containers for the create-spec tests.",
     )
     parser.add_argument(
