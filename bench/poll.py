@@ -20,6 +20,7 @@ import httpx
 
 from receiver import imageref
 from receiver.app import REGISTRY_TIMEOUT
+from receiver.clock import SystemClock
 from receiver.registry import MANIFEST_TYPES, RegistryClient
 
 from .util import python, ratios, say, summary
@@ -63,22 +64,28 @@ class Far:
             self.process.wait()
 
 
+class AheadClock(SystemClock):
+    """The real clock, moved `ahead` seconds on its monotonic side (to expire tokens)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.ahead
+
+
 async def _ours(info: dict[str, Any], count: int) -> dict[str, dict[str, float]]:
     """First tick (new client), cold tick (every token expired), warm tick (tokens cached)."""
     refs = [
         imageref.parse(f"{info['registry']}/{repo}:latest") for repo in info["repositories"][:count]
     ]
-    offset = [0.0]
+    clock = AheadClock()
     out: dict[str, dict[str, float]] = {}
     async with httpx.AsyncClient(timeout=REGISTRY_TIMEOUT) as http:
-        client = RegistryClient(
-            http,
-            (info["user"], info["password"]),
-            clock=lambda: time.monotonic() + offset[0],
-        )
+        client = RegistryClient(http, (info["user"], info["password"]), clock=clock)
         for name in ("first", "cold", "warm"):
             if name == "cold":
-                offset[0] += TOKEN_EXPIRED
+                clock.ahead += TOKEN_EXPIRED
             head, token = client.counters.head, client.counters.token
             started = time.perf_counter()
             found = await client.digests(refs)

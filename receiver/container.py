@@ -25,14 +25,6 @@ ASIDE_SUFFIX = "-receiver-aside"
 STOPPED_MARK = "-stopped"
 
 
-class Health(enum.StrEnum):
-    """A container's HEALTHCHECK status, as the engine reports it."""
-
-    STARTING = "starting"
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-
-
 @dataclass(frozen=True)
 class Aside:
     """What an aside name says: the container's own name and whether it was running."""
@@ -115,6 +107,14 @@ class Container:
     def ready(self) -> bool:
         """Running steadily, and healthy when it has a health check."""
         return self.running and not self.restarting and self.health in (None, Health.HEALTHY)
+
+
+class Health(enum.StrEnum):
+    """A container's HEALTHCHECK status, as the engine reports it."""
+
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
 
 
 def _health(status: object) -> Health | None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
-from .errors import ReceiverError
+from .clock import SYSTEM, Clock
+from .errors import Cause, ReceiverError
 from .imageref import ImageRef, is_digest
 
 # With the index types first, a multi-arch tag answers with the index digest, which is what
@@ -43,14 +43,17 @@ _HUB_API = "registry-1.docker.io"
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 _LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
 
-Sleep = Callable[[float], Awaitable[None]]
-
 
 class RegistryError(ReceiverError):
-    """The registry could not tell a digest; `status` is its HTTP status when it answered."""
+    """The registry could not tell a digest; `status` is its HTTP status when it answered.
+
+    Unreachable (no status), rate limited (429) or failing (5xx) is transient; any other
+    answer (401, 404, a reply without a digest) is not known to pass by itself.
+    """
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+        transient = status is None or status == 429 or status >= 500
+        super().__init__(message, cause=Cause.TRANSIENT if transient else Cause.OTHER)
         self.status = status
 
 
@@ -121,16 +124,12 @@ class RegistryClient:
         http: httpx.AsyncClient,
         credentials: tuple[str, str] | None = None,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Sleep = asyncio.sleep,
+        clock: Clock = SYSTEM,
         concurrency: int = CONCURRENCY,
     ) -> None:
         self.http = http
         self.credentials = credentials
         self.clock = clock
-        self.wall_clock = wall_clock
-        self.sleep = sleep
         self.counters = Counters()
         self._hosts: dict[str, _Host] = {}
         self._slots = asyncio.Semaphore(concurrency)
@@ -223,7 +222,7 @@ class RegistryClient:
 
     def _cached(self, host: _Host, repository: str) -> _Token | None:
         token = host.tokens.get(repository)
-        if token is None or token.expires <= self.clock():
+        if token is None or token.expires <= self.clock.monotonic():
             return None
         return token
 
@@ -264,7 +263,7 @@ class RegistryClient:
         )
         token = _Token(
             value,
-            self.clock() + max(lifetime - TOKEN_MARGIN_SECONDS, 1),
+            self.clock.monotonic() + max(lifetime - TOKEN_MARGIN_SECONDS, 1),
             batched=len(repositories) > 1,
         )
         for repo in repositories:
@@ -277,9 +276,9 @@ class RegistryClient:
         """One request: bounded concurrency, a 429's Retry-After honoured for the whole host."""
         host = self._host(registry)
         for attempt in range(1, ATTEMPTS + 1):
-            wait = host.not_before - self.clock()
+            wait = host.not_before - self.clock.monotonic()
             if wait > 0:
-                await self.sleep(wait)
+                await self.clock.pause(wait)
             async with self._slots:
                 try:
                     response = await self.http.send(request, auth=auth)
@@ -289,13 +288,13 @@ class RegistryClient:
             if response.status_code != 429:
                 return response
             self.counters.rate_limited += 1
-            told = retry_after(response.headers.get("retry-after"), self.wall_clock())
+            told = retry_after(response.headers.get("retry-after"), self.clock.wall())
             delay = told if told is not None else float(2 ** (attempt - 1))
             if delay > MAX_RETRY_WAIT or attempt == ATTEMPTS:
                 raise RegistryError(
                     f"registry rate limit (429); retry after {delay:.0f} s", status=429
                 )
-            host.not_before = max(host.not_before, self.clock() + delay)
+            host.not_before = max(host.not_before, self.clock.monotonic() + delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _host(self, registry: str) -> _Host:

@@ -6,12 +6,23 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
 # In-flight requests (an admin refresh waits for its swaps) get this long after SIGTERM.
 GRACEFUL_SHUTDOWN_SECONDS = 60
+
+
+_OPTIONS: dict[str, Any] = {
+    "log_config": None,  # logs.py has set up logging already
+    "server_header": False,
+    # The webhook route logs what each delivery did; a second line per request from
+    # uvicorn's access log would double the logging cost of a flood of deliveries.
+    "access_log": False,
+    "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+}
 
 
 class _Server(uvicorn.Server):
@@ -38,15 +49,4 @@ class _Server(uvicorn.Server):
 
 def serve(app: ASGIApp, host: str, port: int) -> None:
     """Serve `app` until a signal asks it to stop."""
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        server_header=False,
-        # The webhook route logs what each delivery did; a second line per request from
-        # uvicorn's access log would double the logging cost of a flood of deliveries.
-        access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    _Server(config).run()
+    _Server(uvicorn.Config(app, host=host, port=port, **_OPTIONS)).run()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from .book import DigestBook, PollRecord, RefreshRecord, RuntimeState, TriggerRecord
 from .imageref import ImageRef
 from .poller import Poller, Tick
+
+R = TypeVar("R")
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -19,15 +21,11 @@ def iso(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _trigger(record: TriggerRecord | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
+def _trigger(record: TriggerRecord) -> dict[str, Any]:
     return {"at": iso(record.at), "source": str(record.source), "digest": record.digest}
 
 
-def _refresh(record: RefreshRecord | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
+def _refresh(record: RefreshRecord) -> dict[str, Any]:
     return {
         "at": iso(record.at),
         "source": str(record.source),
@@ -37,15 +35,11 @@ def _refresh(record: RefreshRecord | None) -> dict[str, Any] | None:
     }
 
 
-def _poll(record: PollRecord | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
+def _poll(record: PollRecord) -> dict[str, Any]:
     return {"at": iso(record.at), "digest": record.digest, "error": record.error}
 
 
-def _tick(tick: Tick | None) -> dict[str, Any] | None:
-    if tick is None:
-        return None
+def _tick(tick: Tick) -> dict[str, Any]:
     return {
         "started": iso(tick.started),
         "finished": iso(tick.finished),
@@ -55,6 +49,11 @@ def _tick(tick: Tick | None) -> dict[str, Any] | None:
     }
 
 
+def _maybe(render: Callable[[R], dict[str, Any]], record: R | None) -> dict[str, Any] | None:
+    """`render(record)`, or None when nothing was recorded yet."""
+    return None if record is None else render(record)
+
+
 def _runtime(image: ImageRef, state: RuntimeState) -> dict[str, Any]:
     pending = state.pending
     return {
@@ -62,9 +61,9 @@ def _runtime(image: ImageRef, state: RuntimeState) -> dict[str, Any]:
         "seen": state.seen,
         "refreshing": state.driving,
         "pending": ({"digest": pending.digest, "source": str(pending.source)} if pending else None),
-        "last_trigger": _trigger(state.last_trigger),
-        "last_refresh": _refresh(state.last_refresh),
-        "last_poll": _poll(state.last_poll),
+        "last_trigger": _maybe(_trigger, state.last_trigger),
+        "last_refresh": _maybe(_refresh, state.last_refresh),
+        "last_poll": _maybe(_poll, state.last_poll),
     }
 
 
@@ -78,7 +77,7 @@ def snapshot(
         poll.update(
             interval_seconds=poller.interval,
             ticks=poller.ticks,
-            last_tick=_tick(poller.last_tick),
+            last_tick=_maybe(_tick, poller.last_tick),
             next_tick=iso(poller.next_tick),
         )
     return {"runtimes": runtimes, "poller": poll}

@@ -59,6 +59,15 @@ def other(stack: Stack, token_registry: TokenRegistry, creds: tuple[str, str]) -
     return stack.publish(repo, version="v2", registry=token_registry.registry, auth=creds)
 
 
+Both = tuple[Published, Published]
+
+
+@pytest.fixture(scope="module")
+def both(private: Published, other: Published) -> Both:
+    """Two private images in two repositories."""
+    return private, other
+
+
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as client:
@@ -184,12 +193,9 @@ def test_expires_in_is_reported_and_signed_when_configured(
 
 
 def test_one_token_request_covers_two_repositories(
-    http: httpx.Client,
-    token_registry: TokenRegistry,
-    private: Published,
-    other: Published,
-    creds: tuple[str, str],
+    http: httpx.Client, token_registry: TokenRegistry, creds: tuple[str, str], both: Both
 ) -> None:
+    private, other = both
     scopes = (pull_scope(private), pull_scope(other))
     answer = fetch_token(http, token_registry, *scopes, auth=creds)
 
@@ -207,12 +213,9 @@ def test_one_token_request_covers_two_repositories(
 
 
 def test_token_for_one_repository_does_not_open_another(
-    http: httpx.Client,
-    token_registry: TokenRegistry,
-    private: Published,
-    other: Published,
-    creds: tuple[str, str],
+    http: httpx.Client, token_registry: TokenRegistry, creds: tuple[str, str], both: Both
 ) -> None:
+    private, other = both
     token = fetch_token(http, token_registry, pull_scope(private), auth=creds).json()["token"]
 
     assert head(http, private, token).status_code == 200

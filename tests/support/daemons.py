@@ -196,6 +196,18 @@ def registry_answers(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def registry_config(address: str, root: Path, **extra: Any) -> dict[str, Any]:
+    """A docker-registry configuration serving `address`, storing under `root` (deletes
+    allowed), plus `extra` top-level sections (`auth`, ...)."""
+    return {
+        "version": 0.1,
+        "log": {"level": "info"},
+        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+        "http": {"addr": address},
+        **extra,
+    }
+
+
 def serve_registry(
     tmp: Path,
     name: str,

@@ -37,6 +37,7 @@ from tests.support.daemons import (
     kill_processes_mentioning,
     log_tail,
     registry_answers,
+    registry_config,
     remove_tree,
     serve_registry,
     spawn,
@@ -336,15 +337,7 @@ class Stack(Closing):
         tmp = self._tmpdir(workdir)
 
         def settings(address: str) -> dict[str, Any]:
-            return {
-                "version": 0.1,
-                "log": {"level": "info"},
-                "storage": {
-                    "filesystem": {"rootdirectory": str(tmp / "registry")},
-                    "delete": {"enabled": True},
-                },
-                "http": {"addr": address},
-            }
+            return registry_config(address, tmp / "registry")
 
         self.registry, self._registry_proc = serve_registry(tmp, "registry", settings)
         self.started_registry = True

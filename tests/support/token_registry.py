@@ -58,6 +58,7 @@ from tests.support.daemons import (
     Closing,
     LoopbackServer,
     StackUnavailable,
+    registry_config,
     serve_registry,
     stop_process,
 )
@@ -279,24 +280,15 @@ class TokenRegistry(Closing):
         self._server = LoopbackServer(_TokenHandler, self)
         self.realm = f"http://{self._server.address}/token"
 
+        token = {
+            "realm": self.realm,
+            "service": self.service,
+            "issuer": self.issuer,
+            "rootcertbundle": str(bundle),
+        }
+
         def settings(address: str) -> dict[str, Any]:
-            return {
-                "version": 0.1,
-                "log": {"level": "info"},
-                "storage": {
-                    "filesystem": {"rootdirectory": str(tmp / "registry")},
-                    "delete": {"enabled": True},
-                },
-                "http": {"addr": address},
-                "auth": {
-                    "token": {
-                        "realm": self.realm,
-                        "service": self.service,
-                        "issuer": self.issuer,
-                        "rootcertbundle": str(bundle),
-                    }
-                },
-            }
+            return registry_config(address, tmp / "registry", auth={"token": token})
 
         self.registry, self._registry_proc = serve_registry(
             tmp, "registry", settings, _registry_answers

@@ -21,6 +21,7 @@ from receiver.registry import (
     parse_challenge,
     retry_after,
 )
+from tests.support.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +38,7 @@ def digest_of(repository: str) -> str:
 class FakeRegistry:
     """A GHCR-like registry and token service; tokens are `t<n>` naming their repositories."""
 
-    now: list[float]
+    clock: FakeClock
     users: dict[str, str] = field(default_factory=dict)
     multi_scope: bool = True
     expires_in: int | None = None
@@ -71,7 +72,7 @@ class FakeRegistry:
         if not self.multi_scope:
             granted = set(list(granted)[:1])
         name = f"t{len(self.issued)}"
-        self.issued[name] = (granted, self.now[0] + self.token_lifetime)
+        self.issued[name] = (granted, self.clock.now + self.token_lifetime)
         body: dict[str, object] = {"token": name}
         if self.expires_in is not None:
             body["expires_in"] = self.expires_in
@@ -84,38 +85,22 @@ class FakeRegistry:
         self.log.append(f"HEAD {repository}")
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         granted, expires = self.issued.get(token, (set(), 0.0))
-        if repository not in granted or expires <= self.now[0]:
+        if repository not in granted or expires <= self.clock.now:
             return httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE})
         if self.head_override is not None:
             return self.head_override
         return httpx.Response(200, headers={"Docker-Content-Digest": digest_of(repository)})
 
 
-class Sleeps:
-    """An async sleep that advances the fake clock and records each pause."""
-
-    def __init__(self, now: list[float]) -> None:
-        self.now = now
-        self.pauses: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.pauses.append(seconds)
-        self.now[0] += seconds
+@pytest.fixture
+def clock() -> FakeClock:
+    # Wall and monotonic time read the same here, so a Retry-After date maps to a pause.
+    return FakeClock(start=1000.0, wall_start=1000.0)
 
 
 @pytest.fixture
-def now() -> list[float]:
-    return [1000.0]
-
-
-@pytest.fixture
-def registry(now: list[float]) -> FakeRegistry:
-    return FakeRegistry(now)
-
-
-@pytest.fixture
-def sleeps(now: list[float]) -> Sleeps:
-    return Sleeps(now)
+def registry(clock: FakeClock) -> FakeRegistry:
+    return FakeRegistry(clock)
 
 
 @pytest.fixture
@@ -125,18 +110,17 @@ def http(registry: FakeRegistry) -> httpx.AsyncClient:
 
 
 def client(
-    http: httpx.AsyncClient,
-    now: list[float],
-    sleeps: Sleeps,
-    credentials: tuple[str, str] | None = None,
+    http: httpx.AsyncClient, clock: FakeClock, credentials: tuple[str, str] | None = None
 ) -> RegistryClient:
-    return RegistryClient(
-        http,
-        credentials,
-        clock=lambda: now[0],
-        wall_clock=lambda: now[0],
-        sleep=sleeps,
-    )
+    return RegistryClient(http, credentials, clock=clock)
+
+
+@pytest.fixture
+async def primed(http: httpx.AsyncClient, clock: FakeClock) -> RegistryClient:
+    """A client that has looked up `a` once: it knows the challenge and holds a token."""
+    c = client(http, clock)
+    await c.digest(ref("a"))
+    return c
 
 
 def ref(name: str) -> ImageRef:
@@ -144,10 +128,10 @@ def ref(name: str) -> ImageRef:
 
 
 async def test_challenge_token_head_then_the_cached_token(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """401 challenge → token → HEAD; the next lookup reuses the token (one request)."""
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     assert await c.digest(ref("a")) == digest_of("org/a")
     assert registry.log == ["HEAD org/a", "GET /token org/a", "HEAD org/a"]
     registry.log.clear()
@@ -156,64 +140,63 @@ async def test_challenge_token_head_then_the_cached_token(
 
 
 async def test_a_token_without_expires_in_lives_60_seconds(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    primed: RegistryClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """GHCR omits expires_in: the client renews before 60 s are up, without a failed HEAD."""
-    c = client(http, now, sleeps)
-    await c.digest(ref("a"))
-    now[0] += 50
+    c = primed
+    clock.now += 50
     registry.log.clear()
     await c.digest(ref("a"))
     assert registry.log == ["HEAD org/a"]
-    now[0] += 6  # 56 s after issue: inside the renewal margin
+    clock.now += 6  # 56 s after issue: inside the renewal margin
     registry.log.clear()
     await c.digest(ref("a"))
     assert registry.log == ["GET /token org/a", "HEAD org/a"]
 
 
 async def test_expires_in_is_honoured(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """A token service that says 300 s is believed: no renewal at 120 s."""
     registry.expires_in, registry.token_lifetime = 300, 300
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     await c.digest(ref("a"))
-    now[0] += 120
+    clock.now += 120
     registry.log.clear()
     await c.digest(ref("a"))
     assert registry.log == ["HEAD org/a"]
 
 
 async def test_a_token_the_registry_no_longer_accepts_is_renewed_on_401(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """The registry revoked or expired the token early: 401 → new token → retry, once."""
     registry.token_lifetime = 10
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     await c.digest(ref("a"))
-    now[0] += 20
+    clock.now += 20
     registry.log.clear()
     assert await c.digest(ref("a")) == digest_of("org/a")
     assert registry.log == ["HEAD org/a", "GET /token org/a", "HEAD org/a"]
 
 
 async def test_credentials_go_to_the_token_service_as_basic(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """Right credentials get a token; wrong ones are a clear 401 error naming the settings."""
     registry.users = {"bot": "pat"}
-    assert await client(http, now, sleeps, ("bot", "pat")).digest(ref("a")) == digest_of("org/a")
+    assert await client(http, clock, ("bot", "pat")).digest(ref("a")) == digest_of("org/a")
     with pytest.raises(RegistryError, match="refused the credentials") as refused:
-        await client(http, now, sleeps, ("bot", "wrong")).digest(ref("a"))
+        await client(http, clock, ("bot", "wrong")).digest(ref("a"))
     assert refused.value.status == 401
 
 
 async def test_many_runtimes_share_one_token_request(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """After the first lookup learns the challenge, one token request names every other
     repository (scope repeated) and each costs one HEAD: R + 2 requests for R runtimes."""
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     refs = [ref(f"r{i}") for i in range(10)]
     found = await c.digests(refs)
     assert found == {r: digest_of(r.repository) for r in refs}
@@ -231,10 +214,10 @@ async def test_many_runtimes_share_one_token_request(
 
 
 async def test_token_requests_are_chunked(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """Hundreds of repositories are asked for SCOPES_PER_TOKEN at a time."""
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     refs = [ref(f"r{i}") for i in range(2 * SCOPES_PER_TOKEN + 1)]
     found = await c.digests(refs)
     assert all(isinstance(value, str) for value in found.values())
@@ -243,15 +226,15 @@ async def test_token_requests_are_chunked(
 
 
 async def test_a_registry_without_multi_scope_falls_back_per_repository(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """Only part of a batched grant is honoured: those lookups get their own token, and
     the client stops batching for that registry."""
     registry.multi_scope = False
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     refs = [ref(f"r{i}") for i in range(4)]
     assert all(isinstance(v, str) for v in (await c.digests(refs)).values())
-    now[0] += 120  # every token expired
+    clock.now += 120  # every token expired
     registry.log.clear()
     assert all(isinstance(v, str) for v in (await c.digests(refs)).values())
     assert sorted(line for line in registry.log if line.startswith("GET")) == [
@@ -260,11 +243,10 @@ async def test_a_registry_without_multi_scope_falls_back_per_repository(
 
 
 async def test_one_failure_is_returned_not_raised(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    primed: RegistryClient, registry: FakeRegistry
 ) -> None:
     """A 404 for one repository comes back as its error; the others still have digests."""
-    c = client(http, now, sleeps)
-    await c.digest(ref("a"))
+    c = primed
     registry.head_override = httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
     found = await c.digests([ref("a"), ref("b")])
     assert all(isinstance(v, RegistryError) and v.status == 404 for v in found.values())
@@ -280,16 +262,13 @@ async def test_one_failure_is_returned_not_raised(
     ],
 )
 async def test_bad_head_answers(
-    http: httpx.AsyncClient,
+    primed: RegistryClient,
     registry: FakeRegistry,
-    now: list[float],
-    sleeps: Sleeps,
     response: httpx.Response,
     message: str,
 ) -> None:
     """A missing or malformed digest header, a server error, a missing manifest: errors."""
-    c = client(http, now, sleeps)
-    await c.digest(ref("a"))
+    c = primed
     registry.head_override = response
     with pytest.raises(RegistryError, match=message):
         await c.digest(ref("a"))
@@ -307,19 +286,18 @@ async def test_bad_head_answers(
 async def test_bad_token_answers(
     http: httpx.AsyncClient,
     registry: FakeRegistry,
-    now: list[float],
-    sleeps: Sleeps,
+    clock: FakeClock,
     response: httpx.Response,
     message: str,
 ) -> None:
     """Non-JSON, empty or non-object token answers and server errors are RegistryErrors."""
     registry.token_override = response
     with pytest.raises(RegistryError, match=message):
-        await client(http, now, sleeps).digest(ref("a"))
+        await client(http, clock).digest(ref("a"))
 
 
 async def test_access_token_is_accepted_and_a_float_expiry_too(
-    registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """Docker Hub style `access_token` works; fractional expires_in is a number too."""
 
@@ -330,10 +308,10 @@ async def test_access_token_is_accepted_and_a_float_expiry_too(
 
     registry.issued["t0"] = ({"org/a"}, 10_000.0)
     async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as http:
-        assert await client(http, now, sleeps).digest(ref("a")) == digest_of("org/a")
+        assert await client(http, clock).digest(ref("a")) == digest_of("org/a")
 
 
-async def test_401_without_a_bearer_challenge_is_an_error(now: list[float], sleeps: Sleeps) -> None:
+async def test_401_without_a_bearer_challenge_is_an_error(clock: FakeClock) -> None:
     """Basic-only or challenge-less 401s are reported, not looped on."""
 
     def basic_only(_: httpx.Request) -> httpx.Response:
@@ -341,10 +319,10 @@ async def test_401_without_a_bearer_challenge_is_an_error(now: list[float], slee
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(basic_only)) as http:
         with pytest.raises(RegistryError, match="without a bearer challenge"):
-            await client(http, now, sleeps).digest(ref("a"))
+            await client(http, clock).digest(ref("a"))
 
 
-async def test_an_open_registry_needs_no_token(now: list[float], sleeps: Sleeps) -> None:
+async def test_an_open_registry_needs_no_token(clock: FakeClock) -> None:
     """A registry that answers without a challenge is asked directly, and not probed again."""
     seen: list[str] = []
 
@@ -353,7 +331,7 @@ async def test_an_open_registry_needs_no_token(now: list[float], sleeps: Sleeps)
         return httpx.Response(200, headers={"Docker-Content-Digest": digest_of("x")})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(open_registry)) as http:
-        c = client(http, now, sleeps)
+        c = client(http, clock)
         found = await c.digests([ref("a"), ref("b")])
         assert set(found.values()) == {digest_of("x")}
         assert len(seen) == 2
@@ -361,59 +339,57 @@ async def test_an_open_registry_needs_no_token(now: list[float], sleeps: Sleeps)
 
 
 async def test_429_with_retry_after_pauses_then_retries(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    primed: RegistryClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """Retry-After in seconds or as an HTTP date is waited out, then the request repeats."""
-    c = client(http, now, sleeps)
-    await c.digest(ref("a"))
-    date = email.utils.formatdate(now[0] + 7, usegmt=True)
+    c = primed
+    date = email.utils.formatdate(clock.now + 7, usegmt=True)
     registry.throttle = [
         httpx.Response(429, headers={"Retry-After": "2"}),
         httpx.Response(429, headers={"Retry-After": date}),
     ]
     assert await c.digest(ref("a")) == digest_of("org/a")
-    assert sleeps.pauses[0] == pytest.approx(2)
-    assert 5 <= sleeps.pauses[1] <= 7
+    assert clock.sleeps[0] == pytest.approx(2)
+    assert 5 <= clock.sleeps[1] <= 7
     assert c.counters.rate_limited == 2
 
 
 async def test_429_without_retry_after_backs_off_then_gives_up(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    primed: RegistryClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """No Retry-After: 1 s, 2 s, then the lookup fails with status 429 for the next tick."""
-    c = client(http, now, sleeps)
-    await c.digest(ref("a"))
+    c = primed
     registry.throttle = [httpx.Response(429)] * 3
     with pytest.raises(RegistryError, match="rate limit") as limited:
         await c.digest(ref("a"))
     assert limited.value.status == 429
-    assert sleeps.pauses == [1.0, 2.0]
+    assert clock.sleeps == [1.0, 2.0]
 
 
 async def test_a_long_retry_after_gives_up_at_once(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """A Retry-After longer than a minute is not waited inside a tick."""
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     registry.throttle = [httpx.Response(429, headers={"Retry-After": "900"})]
     with pytest.raises(RegistryError, match="retry after 900 s"):
         await c.digest(ref("a"))
-    assert sleeps.pauses == []
+    assert clock.sleeps == []
 
 
 async def test_a_429_pauses_the_whole_host(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """After one request is throttled, the others to that registry wait too."""
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     await c.digests([ref("a"), ref("b"), ref("c")])
     registry.throttle = [httpx.Response(429, headers={"Retry-After": "3"})]
     await c.digests([ref("a"), ref("b"), ref("c")])
-    assert len(sleeps.pauses) >= 1
-    assert sum(sleeps.pauses) == pytest.approx(3, abs=0.01)
+    assert len(clock.sleeps) >= 1
+    assert sum(clock.sleeps) == pytest.approx(3, abs=0.01)
 
 
-async def test_transport_errors_are_registry_errors(now: list[float], sleeps: Sleeps) -> None:
+async def test_transport_errors_are_registry_errors(clock: FakeClock) -> None:
     """A timeout or refused connection is a RegistryError naming what failed."""
 
     def down(request: httpx.Request) -> httpx.Response:
@@ -421,14 +397,14 @@ async def test_transport_errors_are_registry_errors(now: list[float], sleeps: Sl
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(down)) as http:
         with pytest.raises(RegistryError, match="registry unreachable: ConnectTimeout"):
-            await client(http, now, sleeps).digest(ref("a"))
+            await client(http, clock).digest(ref("a"))
 
 
 async def test_concurrent_lookups_of_one_tag_share_one_request(
-    http: httpx.AsyncClient, registry: FakeRegistry, now: list[float], sleeps: Sleeps
+    http: httpx.AsyncClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
     """Thirty deliveries resolving the same tag at once cost one lookup."""
-    c = client(http, now, sleeps)
+    c = client(http, clock)
     found = await asyncio.gather(*(c.digest(ref("a")) for _ in range(30)))
     assert set(found) == {digest_of("org/a")}
     assert len(registry.log) == 3
