@@ -20,7 +20,6 @@ This module must not import pytest: it is usable outside the test suite.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from tests.support.daemons import StackUnavailable, die_with_parent, remove_tree
+from tests.support.daemons import StackUnavailable, die_with_parent, file_lock, remove_tree
 
 __all__ = [
     "BaseImage",
@@ -264,7 +263,7 @@ def rootfs_tarball(
         if shutil.which(tool, path=_PATH) is None:
             raise BaseImageUnavailable(f"{tool} is not installed (scripts/system-deps adds it)")
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / ".lock"):
+    with file_lock(cache / ".lock"):
         if target.is_file():  # another process made it while we waited
             return target
         _remove_stale_work(cache, say)
@@ -279,16 +278,6 @@ def rootfs_tarball(
         finally:
             remove_tree(work)
     return target
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build(spec: BaseSpec, work: Path, out: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import http.server
 import json
 import os
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -56,6 +57,19 @@ class Closing:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (made if missing): one process at a time fills a
+    cache that several test runs share."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def die_with_parent() -> None:
@@ -148,11 +162,10 @@ def remove_tree(root: Path) -> bool:
     return True
 
 
-def kill_processes_mentioning(marker: str) -> list[int]:
-    """SIGKILL every process whose command line holds `marker` (a daemon's private path);
-    the pids killed. After a daemon is killed, its helpers (containerd shims) may survive."""
+def processes_mentioning(marker: str) -> dict[int, list[str]]:
+    """The command lines (argv) of every other process whose command line holds `marker`."""
     needle = marker.encode()
-    killed: list[int] = []
+    found: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -161,9 +174,19 @@ def kill_processes_mentioning(marker: str) -> list[int]:
         except OSError:
             continue
         if needle in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
+            found[int(entry.name)] = cmdline.decode(errors="replace").split("\0")
+    return found
+
+
+def kill_processes_mentioning(marker: str) -> dict[int, list[str]]:
+    """SIGKILL every process whose command line holds `marker` (a daemon's private path);
+    the argv of each killed. After a daemon is killed, its helpers (containerd shims) may
+    survive."""
+    killed: dict[int, list[str]] = {}
+    for pid, argv in processes_mentioning(marker).items():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            killed[pid] = argv
     return killed
 
 
