@@ -19,7 +19,6 @@ from .clock import SYSTEM, Clock
 from .errors import EngineError
 from .outcomes import ADMIN, Failure, Source, TriggerOutcome
 from .refresh import RefreshResult, RefreshService
-from .seeding import host_seeds
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +156,7 @@ class Coordinator:
     async def seed_from_host(self, runtimes: Sequence[str] | None = None) -> None:
         """Seed the book from the images the host runs; EngineError when the engine is down."""
         names = self.runtimes if runtimes is None else list(runtimes)
-        service = self.service
-        seeds = await to_thread.run_sync(host_seeds, service.engine, service.config, names)
+        seeds = await to_thread.run_sync(self.service.host_seeds, names)
         self.book.apply_host_seeds(seeds)
         for runtime, seed in seeds.items():
             log.info(

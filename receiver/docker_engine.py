@@ -13,7 +13,7 @@ import requests.exceptions
 import urllib3.exceptions
 
 from .container import Container
-from .engine import CreateSpec, Image
+from .engine import CreateSpec, EngineInfo, Image
 from .errors import EngineError, EngineUnavailable, PullError
 from .imageref import ImageRef
 
@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # Template images are built for amd64; on arm64 hosts pull that platform unless told otherwise.
 _EMULATED_PLATFORM = {"arm64": "linux/amd64", "aarch64": "linux/amd64"}
+# From this API version on, create takes every network at once (before: one, then connect).
+_MULTI_NETWORK_CREATE = (1, 44)
+# `docker info`'s DriverStatus driver-type of the containerd image store.
+_CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 # The engine cannot be reached, or went away in the middle of its answer: a body cut
 # short surfaces as ChunkedEncodingError, a streamed one (a pull) as urllib3's ProtocolError.
 _UNREACHABLE = (
@@ -48,6 +52,7 @@ class DockerEngine:
         self._platform_override = platform
         self._platform: str | None = None
         self._platform_known = False
+        self._info: EngineInfo | None = None
         self._max_connections = max_connections
         self._timeout = timeout
         self._api: docker.APIClient | None = None
@@ -75,6 +80,18 @@ class DockerEngine:
             if self._api is not None:
                 self._api.close()
                 self._api = None
+
+    def info(self) -> EngineInfo:
+        """The negotiated API version and the image store, asked of the engine once."""
+        if self._info is None:
+            api = self.api()
+            status = dict(self._call(lambda api: api.info()).get("DriverStatus") or [])
+            major, minor = str(api.api_version).split(".")[:2]
+            self._info = EngineInfo(
+                api_version=(int(major), int(minor)),
+                containerd_store=status.get("driver-type") == _CONTAINERD_SNAPSHOTTER,
+            )
+        return self._info
 
     @property
     def platform(self) -> str | None:
@@ -156,14 +173,21 @@ class DockerEngine:
         return Container.from_inspect(data) if data is not None else None
 
     def create_container(self, spec: CreateSpec) -> str:
-        """Create from a raw config body, then connect the networks create could not take."""
+        """Create from a raw config body with every network; on engines that take only one
+        network at create (API < 1.44), connect the others before the container starts."""
+        body = dict(spec.body)
+        extra = dict(spec.extra_networks)
+        if extra and self.info().api_version >= _MULTI_NETWORK_CREATE:
+            endpoints = dict((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+            body["NetworkingConfig"] = {"EndpointsConfig": {**endpoints, **extra}}
+            extra = {}
         created = self._call(
             lambda api: api.create_container_from_config(
-                dict(spec.body), name=spec.name, platform=self.platform
+                body, name=spec.name, platform=self.platform
             )
         )
         container_id = str(created["Id"])
-        for network, endpoint in spec.extra_networks.items():
+        for network, endpoint in extra.items():
             self._connect(container_id, network, endpoint)
         return container_id
 
@@ -186,9 +210,14 @@ class DockerEngine:
         )
 
     def remove_image(self, image_id: str) -> bool:
-        """Remove an image unless a container (running or not) or a second tag holds it."""
+        """Remove an image unless a container (running or not) or a second tag holds it;
+        True when it is gone. The containerd image store forgets an image as soon as no
+        tag names it (its containers keep their snapshots): then it is gone already."""
         try:
-            self._call(lambda api: api.remove_image(image_id, force=False, noprune=False))
+            self._call(
+                lambda api: api.remove_image(image_id, force=False, noprune=False),
+                missing_ok=True,
+            )
         except EngineUnavailable:
             raise
         except EngineError as exc:
@@ -235,15 +264,22 @@ class DockerEngine:
 
 
 def _drain(stream: Iterator[Mapping[str, Any]], ref: ImageRef) -> None:
-    """Consume a pull stream; an error item means the pull failed even though HTTP said 200."""
+    """Consume a pull stream; an error item means the pull failed even though HTTP said 200.
+
+    The stream is read to its end even after an error (the engine ends it there anyway),
+    so the connection goes back to the pool instead of staying open.
+    """
+    failure: str | None = None
     for item in stream:
-        if "error" in item or "errorDetail" in item:
+        if failure is None and ("error" in item or "errorDetail" in item):
             detail = item.get("errorDetail") or {}
-            message = item.get("error") or detail.get("message") or "unknown error"
-            raise PullError(f"pull {ref} failed: {message}")
+            failure = str(item.get("error") or detail.get("message") or "unknown error")
+            continue
         status = item.get("status")
         if status and "id" not in item:
             log.debug("pull %s: %s", ref, status)
+    if failure is not None:
+        raise PullError(f"pull {ref} failed: {failure}")
 
 
 def _explain(exc: docker.errors.APIError) -> str:

@@ -20,6 +20,20 @@ class Image:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """What the receiver needs to know about the engine it talks to.
+
+    `api_version` is the negotiated Engine API version; `containerd_store` tells that the
+    engine keeps images in the containerd image store (every fresh Docker 29 install),
+    where an image's id is its manifest (or index) digest, the one in `RepoDigests`, and
+    an image the tag no longer names cannot be inspected even while containers run it.
+    """
+
+    api_version: tuple[int, int]
+    containerd_store: bool = False
+
+
+@dataclass(frozen=True)
 class CreateSpec:
     """A container create request: the body for POST /containers/create and what follows."""
 
@@ -34,6 +48,9 @@ class Engine(Protocol):
 
     def ping(self) -> None:
         """Return if the engine answers, else raise EngineUnavailable."""
+
+    def info(self) -> EngineInfo:
+        """The engine's API version and image store (asked once, then remembered)."""
 
     def pull(self, ref: ImageRef) -> Image:
         """Pull `ref` and return the pulled image; raise PullError on any failure."""
@@ -63,4 +80,5 @@ class Engine(Protocol):
         """Remove a container, always keeping its volumes; nothing if it is already gone."""
 
     def remove_image(self, image_id: str) -> bool:
-        """Remove an image no container uses (never forced); False when the engine refuses."""
+        """Remove an image no container uses (never forced); True when it is gone (removed
+        now, or already gone), False when the engine keeps it (in use, or tagged)."""

@@ -14,8 +14,10 @@ from .config import Config
 from .container import Container
 from .engine import Engine, Image
 from .errors import EngineError, SwapError, UnknownRuntime
+from .images import ImageMemory
 from .outcomes import Failure
 from .repair import Repair, repair
+from .seeding import HostSeed, host_seeds
 from .swap import Swapper
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class RefreshService:
         self.config = config
         self.engine = engine
         self.swapper = swapper or Swapper(engine, config.swap)
+        self.images = ImageMemory(engine)
         self._locks = {runtime: threading.Lock() for runtime in config.runtimes}
 
     def check_runtimes(self, runtimes: Iterable[str] | None) -> list[str]:
@@ -127,24 +130,33 @@ class RefreshService:
         with self._locks[runtime], logs.context(runtime=runtime):
             ref = self.config.image_for(runtime)
             result = RefreshResult()
+            mine: list[Container] = []
             if recreate:
                 containers = self._repair(runtime, containers, result)
+                prefix = self.config.container_prefix
+                mine = [c for c in containers if c.is_workspace_of(prefix, ref)]
             try:
+                # The old images' configs first: the pull may make them unreadable (the
+                # containerd image store forgets an image as soon as no tag names it).
+                self.images.learn(c.image_id for c in mine)
                 image = self.engine.pull(ref)
             except EngineError as exc:
                 log.warning("runtime %s: %s", runtime, exc)
                 result.fail(Failure.of(runtime, exc))
                 return result
+            self.images.remember(image)
             result.pulled.append(runtime)
             digest = imageref.digest_for(list(image.repo_digests), ref)
             if digest:
                 result.digests[runtime] = digest
             log.info("runtime %s: pulled %s (%s)", runtime, ref, digest or image.id)
-            if recreate and containers is not None:
-                prefix = self.config.container_prefix
-                mine = [c for c in containers if c.is_workspace_of(prefix, ref)]
-                self._recreate(runtime, mine, image, str(ref), force, result)
+            if recreate:
+                self._recreate(runtime, mine, image, ref, force, result)
             return result
+
+    def host_seeds(self, runtimes: Sequence[str]) -> dict[str, HostSeed]:
+        """What the host runs for each runtime (boot seeding); the images read are kept."""
+        return host_seeds(self.engine, self.config, runtimes, self.images)
 
     def repair(self, runtimes: Sequence[str] | None = None) -> RefreshResult:
         """Finish or undo swaps a crash cut short (see repair.py); run at start.
@@ -176,7 +188,7 @@ class RefreshService:
         runtime: str,
         containers: list[Container],
         image: Image,
-        ref: str,
+        ref: imageref.ImageRef,
         force: bool,
         result: RefreshResult,
     ) -> None:
@@ -209,10 +221,18 @@ class RefreshService:
                 old_image_id = fresh.image_id
                 with lock:
                     if old_image_id not in old_configs:
-                        old = self.engine.image(old_image_id)
+                        old = self.images.recover(old_image_id, ref)
+                        if old is None:
+                            log.warning(
+                                "runtime %s: the config of image %s is unknown; %s keeps "
+                                "every setting it has",
+                                runtime,
+                                old_image_id[:19],
+                                name,
+                            )
                         old_configs[old_image_id] = old.config if old is not None else None
                     old_config = old_configs[old_image_id]
-                self.swapper.swap(fresh, old_config, ref)
+                self.swapper.swap(fresh, old_config, str(ref))
             except (SwapError, EngineError) as exc:
                 log.error("runtime %s: recreate %s failed: %s", runtime, name, exc)
                 with lock:

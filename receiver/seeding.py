@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from . import imageref
 from .config import Config
-from .engine import Engine, Image
+from .engine import Engine
+from .images import ImageMemory
 
 
 @dataclass(frozen=True)
@@ -37,19 +38,20 @@ def decide(container_digests: Sequence[str | None], tag_digest: str | None) -> H
     return HostSeed(None, stale=True)
 
 
-def host_seeds(engine: Engine, config: Config, runtimes: Sequence[str]) -> dict[str, HostSeed]:
+def host_seeds(
+    engine: Engine, config: Config, runtimes: Sequence[str], images: ImageMemory
+) -> dict[str, HostSeed]:
     """Read each runtime's seed from the engine; EngineUnavailable when it cannot list."""
     containers = engine.list_containers(config.container_prefix)
-    images: dict[str, Image | None] = {}
-
-    def image(ref_or_id: str) -> Image | None:
-        if ref_or_id not in images:
-            images[ref_or_id] = engine.image(ref_or_id)
-        return images[ref_or_id]
+    # On the containerd image store an image's id is its registry digest, which holds
+    # even once no tag names the image any more and it cannot be inspected.
+    id_is_digest = engine.info().containerd_store
 
     def digest_of(ref_or_id: str, ref: imageref.ImageRef) -> str | None:
-        found = image(ref_or_id)
-        return imageref.digest_for(list(found.repo_digests), ref) if found else None
+        found = images.get(ref_or_id)
+        if found is not None:
+            return imageref.digest_for(list(found.repo_digests), ref)
+        return ref_or_id if id_is_digest and imageref.is_digest(ref_or_id) else None
 
     seeds: dict[str, HostSeed] = {}
     for runtime in runtimes:

@@ -9,13 +9,15 @@ from typing import Any
 from .clock import SYSTEM, Clock
 from .config import SwapSettings
 from .container import Container, Health, aside_name
-from .engine import Engine
+from .engine import CreateSpec, Engine
 from .errors import Cause, EngineError, NotReady, ReceiverError, SwapError
 from .spec import build_create_spec
 
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.2
+# The status the engine refuses an invalid create or start with (errdefs.InvalidParameter).
+_INVALID = 400
 
 
 class Swapper:
@@ -36,11 +38,11 @@ class Swapper:
         old_stopped = self._set_aside(old_id, name, was_running, stop_timeout)
         new_id: str | None = None
         try:
-            new_id = self.engine.create_container(spec)
+            new_id = self._create(spec)
             if was_running:
                 if not old_stopped:
                     self.engine.stop(old_id, stop_timeout)
-                self.engine.start(new_id)
+                self._start_new(new_id)
                 self._wait_ready(new_id)
         except Exception as exc:  # anything at all: the old container must come back
             restored = self._restore(old_id, name, new_id, was_running)
@@ -88,6 +90,26 @@ class Swapper:
                 cause=exc.cause,
             ) from exc
         return True
+
+    def _create(self, spec: CreateSpec) -> str:
+        """Create the replacement; a request the old container's settings made and the new
+        image's config broke is the image's fault (400: invalid parameter)."""
+        try:
+            return self.engine.create_container(spec)
+        except EngineError as exc:
+            if exc.status == _INVALID:
+                raise NotReady(f"the engine refused to create it: {exc}") from exc
+            raise
+
+    def _start_new(self, container_id: str) -> None:
+        """Start the replacement; a start refused as invalid (400: its command is not in the
+        image, say) is the image's fault, anything else is not known to be."""
+        try:
+            self.engine.start(container_id)
+        except EngineError as exc:
+            if exc.status == _INVALID:
+                raise NotReady(f"new container could not start: {exc}") from exc
+            raise
 
     def _wait_ready(self, container_id: str) -> None:
         """Wait until healthy (with a healthcheck) or still running after the grace period."""

@@ -147,10 +147,11 @@ def test_poller_on_a_token_registry_batches_tokens_and_pulls_with_credentials(
         )
     finally:
         assert server.stop(timeout=60) == 0
-    # The engine's own token requests carry `account=`; the receiver's do not.
-    polls = [r for r in token_registry.token_requests() if r.account is None]
+    requests = token_registry.token_requests()
+    polls = [r for r in requests if not r.from_engine]
     assert [len(r.scopes) for r in polls] == [1, 2]
     assert all(r.user == "reader" and r.status == 200 for r in polls)
-    pulls = [r for r in token_registry.token_requests() if r.account is not None]
+    pulls = [r for r in requests if r.from_engine]
     assert len(pulls) >= len(runtimes)
+    assert all(r.user == "reader" and r.status == 200 for r in pulls)
     assert creds[1] not in server.log()

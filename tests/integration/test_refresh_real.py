@@ -13,12 +13,11 @@ import pytest
 
 from receiver import config
 from receiver.docker_engine import DockerEngine
-from receiver.errors import PullError
+from receiver.errors import Cause, PullError
 from receiver.imageref import parse
 from receiver.refresh import RefreshService
+from receiver.registry import MANIFEST_TYPES
 from tests.support.stack import Published, Stack
-
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 @dataclass
@@ -160,13 +159,15 @@ def test_pull_error_inside_the_stream_fails_without_touching_containers(
     broken = stack.publish(f"org/workspace-template-{world.runtime}", version="broken")
     delete_first_layer(stack, f"org/workspace-template-{world.runtime}", "latest")
 
-    with pytest.raises(PullError, match="unknown blob"):
+    with pytest.raises(PullError) as caught:
         world.engine.pull(parse(broken.ref))
+    # Reported inside the stream, after HTTP 200: no status of its own.
+    assert caught.value.status is None
     result = world.service().refresh()
 
     assert result.pulled == []
     assert list(result.failed) == [world.runtime]
-    assert "unknown blob" in result.failed[world.runtime].reason
+    assert result.failed[world.runtime].cause is Cause.TRANSIENT
     container = inspect(stack, f"{p}a")
     assert container["Id"] == container_id
     assert container["Image"] == world.v1.image_id
@@ -185,15 +186,18 @@ def test_missing_tag_fails_that_runtime_only(stack: Stack, world: World) -> None
 
     assert result.recreated == [f"{p}a"]
     assert list(result.failed) == [ghost]
-    assert "manifest unknown" in result.failed[ghost].reason
     assert inspect(stack, f"{p}a")["Image"] == v2.image_id
+    # Every engine answers a missing tag with 404 before any streaming (its words differ).
+    with pytest.raises(PullError) as caught:
+        world.engine.pull(settings.image_for(ghost))
+    assert caught.value.status == 404
 
 
 def delete_first_layer(stack: Stack, repository: str, tag: str) -> None:
     """Make the registry lose a layer blob, so a pull breaks after streaming has begun."""
     base = f"http://{stack.registry}/v2/{repository}"
     with httpx.Client(timeout=10) as http:
-        manifest = http.get(f"{base}/manifests/{tag}", headers={"Accept": MANIFEST_V2})
+        manifest = http.get(f"{base}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES})
         manifest.raise_for_status()
         layer = manifest.json()["layers"][0]["digest"]
         http.delete(f"{base}/blobs/{layer}").raise_for_status()

@@ -379,17 +379,23 @@ def test_engine_pulls_a_private_image_with_credentials(
     assert image.id == published.image_id
     assert f"{published.ref.rsplit(':', 1)[0]}@{published.digest}" in image.repo_digests
     [logged] = token_registry.token_requests()
-    assert (logged.user, logged.account, logged.status) == (READER, READER, 200)
+    assert (logged.user, logged.status) == (READER, 200)
     assert logged.granted == (f"repository:{parse(published.ref).repository}:pull",)
+    # How the engine asks differs: containerd's resolver sends an OAuth2 password grant
+    # (POST, no account); the graph-driver engines a GET with Basic auth and account=.
+    if stack.containerd_store:
+        assert (logged.method, logged.account) == ("POST", None)
+    else:
+        assert (logged.method, logged.account) == ("GET", READER)
 
 
 @pytest.mark.parametrize(
-    ("wrong", "message"),
+    "wrong",
     [
         # The registry refuses the anonymous token, which carries no access.
-        (None, "pull access denied"),
-        # The token service refuses; the engine quotes its JSON error body.
-        ((READER, "wrong"), "unauthorized: authentication required"),
+        None,
+        # The token service refuses the password.
+        (READER, "wrong"),
     ],
     ids=["anonymous", "bad-password"],
 )
@@ -398,17 +404,22 @@ def test_engine_pull_without_the_right_credentials_fails(
     token_registry: TokenRegistry,
     runtime_image: tuple[str, str, Published],
     wrong: tuple[str, str] | None,
-    message: str,
 ) -> None:
     runtime, template, published = runtime_image
     settings = engine_settings(stack, template, runtime, wrong)
     engine = build_engine(settings)
     try:
-        with pytest.raises(PullError, match=message):
+        with pytest.raises(PullError):
             engine.pull(settings.image_for(runtime))
     finally:
         engine.close()
 
     assert not stack.image_present(published.ref)
-    statuses = [r.status for r in token_registry.token_requests()]
-    assert statuses == ([200] if wrong is None else [401])
+    asked = [(r.method, r.status) for r in token_registry.token_requests()]
+    if wrong is None:
+        assert asked == [("GET", 200)]
+    elif stack.containerd_store:
+        # The refused password grant is tried again as a GET with Basic auth.
+        assert asked == [("POST", 401), ("GET", 401)]
+    else:
+        assert asked == [("GET", 401)]

@@ -265,6 +265,27 @@ def serve_registry(
     raise RuntimeError(f"docker-registry did not start; tail of {log}:\n{log_tail(log)}")
 
 
+class PlainHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that answers a TLS ClientHello as a plain HTTP server does.
+
+    containerd's resolver (Docker on the containerd image store) tries HTTPS first even
+    on a loopback registry, and falls back to HTTP only when the answer to its ClientHello
+    begins with `HTTP/`, as Go's servers send; Python's handler would answer an HTML body
+    with no status line, and the pull would fail.
+    """
+
+    def handle(self) -> None:
+        first = self.rfile.peek(1)[:1]  # type: ignore[attr-defined]
+        if first == _TLS_HANDSHAKE:
+            self.wfile.write(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request")
+            self.close_connection = True
+            return
+        super().handle()
+
+
+_TLS_HANDSHAKE = b"\x16"  # the record type a ClientHello starts with
+
+
 class LoopbackServer(Closing):
     """An HTTP server on 127.0.0.1 (a free port) in a thread of its own; a context manager.
 

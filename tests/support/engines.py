@@ -287,7 +287,11 @@ def _run(
 
 
 def _answers(docker_host: str) -> bool:
-    client = docker.DockerClient(base_url=docker_host, timeout=2, version="auto")
+    # Only once the socket is there: docker-py leaks the socket of a refused connect.
+    if not Path(docker_host.removeprefix("unix://")).exists():
+        return False
+    # A fixed (old) API version: the client then connects only for the ping itself.
+    client = docker.APIClient(base_url=docker_host, timeout=2, version="1.24")
     try:
         return bool(client.ping())
     except Exception:

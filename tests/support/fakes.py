@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from receiver.container import Container
-from receiver.engine import CreateSpec, Image
+from receiver.engine import CreateSpec, EngineInfo, Image
 from receiver.errors import EngineError, EngineUnavailable, PullError
 from receiver.imageref import ImageRef
 
@@ -55,6 +55,7 @@ class FakeEngine:
         self.fail: dict[str, Exception] = {}
         self.fail_pull: dict[str, Exception] = {}
         self.start_state: dict[str, Any] = {"Running": True, "Restarting": False}
+        self.engine_info = EngineInfo(api_version=(1, 41))
         self._lock = threading.Lock()
 
     def add(self, inspect: dict[str, Any]) -> str:
@@ -86,6 +87,9 @@ class FakeEngine:
     def ping(self) -> None:
         self._record("ping")
 
+    def info(self) -> EngineInfo:
+        return self.engine_info
+
     def pull(self, ref: ImageRef) -> Image:
         self._record("pull", str(ref))
         if str(ref) in self.fail_pull:
@@ -93,6 +97,10 @@ class FakeEngine:
         if str(ref) not in self.registry:
             raise PullError(f"pull {ref} failed: manifest unknown")
         image = self.registry[str(ref)]
+        previous = self.images.get(str(ref))
+        if self.engine_info.containerd_store and previous is not None and previous.id != image.id:
+            # The containerd image store forgets an image once no tag names it.
+            self.images.pop(previous.id, None)
         self.images[image.id] = image
         self.images[str(ref)] = image
         return image
@@ -159,7 +167,8 @@ class FakeEngine:
         self._record("remove_image", image_id)
         if any(c["Image"] == image_id for c in self.containers.values()):
             return False  # the engine answers 409: a container uses it
-        return self.images.pop(image_id, None) is not None
+        self.images.pop(image_id, None)
+        return True
 
     def ops(self) -> list[str]:
         """Just the operation names, in order, without reads."""

@@ -7,7 +7,6 @@ This module must not import pytest: benchmarks and scripts use it too.
 
 from __future__ import annotations
 
-import http.server
 import socket
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.daemons import Closing, LoopbackServer
+from tests.support.daemons import Closing, LoopbackServer, PlainHandler
 
 __all__ = ["Fault", "FaultProxy"]
 
@@ -83,7 +82,7 @@ class FaultProxy(Closing):
         self._http.close()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(PlainHandler):
     protocol_version = "HTTP/1.1"
 
     def _handle(self) -> None:

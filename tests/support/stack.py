@@ -21,9 +21,8 @@ import struct
 import subprocess
 import tarfile
 import tempfile
-import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,13 @@ import docker.errors
 from tests.support.daemons import (
     Closing,
     StackUnavailable,
-    kill_processes_mentioning,
-    log_tail,
     registry_answers,
     registry_config,
     remove_tree,
     serve_registry,
-    spawn,
     stop_process,
 )
+from tests.support.engines import ENGINE_ENV, PrivateEngine, selected_kind
 
 __all__ = [
     "BUSYBOX_APPLETS",
@@ -55,7 +52,8 @@ __all__ = [
     "unique",
 ]
 
-ENGINE_START_TIMEOUT = 30.0
+# `docker info`'s DriverStatus driver-type of the containerd image store.
+CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 # Unix socket paths are limited to 108 bytes; containerd puts "<exec-root>/containerd/
 # containerd.sock.ttrpc" under the exec root, the longest path the private engine needs.
 _SOCKET_PATH_MAX = 100
@@ -209,12 +207,17 @@ class Stack(Closing):
     client: docker.DockerClient
     started_engine: bool
     started_registry: bool
+    # What the engine is: its API version, its version, whether it keeps images in the
+    # containerd image store (Docker 29's default) rather than a graph driver (overlay2).
+    api_version: tuple[int, int]
+    engine_version: str
+    containerd_store: bool
 
     def __init__(self) -> None:
         self.started_engine = False
         self.started_registry = False
         self._tmp: Path | None = None
-        self._engine_proc: subprocess.Popen[bytes] | None = None
+        self._engine: PrivateEngine | None = None
         self._registry_proc: subprocess.Popen[bytes] | None = None
         self._container_names: set[str] = set()
         self._container_ids: set[str] = set()
@@ -254,74 +257,40 @@ class Stack(Closing):
     def _start_engine(self, workdir: Path | None) -> None:
         explicit = os.environ.get("RECEIVER_TEST_DOCKER_HOST")
         if explicit:
-            self.docker_host = explicit
-            self.client = docker.DockerClient(base_url=explicit, timeout=120)
-            self._require_ping(f"RECEIVER_TEST_DOCKER_HOST={explicit}")
+            self._use_engine(explicit, f"RECEIVER_TEST_DOCKER_HOST={explicit}")
             return
-        if os.environ.get("DOCKER_HOST"):
-            self.docker_host = os.environ["DOCKER_HOST"]
-            self.client = docker.from_env(timeout=120)
-            self._require_ping(f"DOCKER_HOST={self.docker_host}")
-            return
-        system = "unix:///var/run/docker.sock"
-        if Path("/var/run/docker.sock").exists() and _ping(system):
-            self.docker_host = system
-            self.client = docker.DockerClient(base_url=system, timeout=120)
-            return
+        # A run that names an engine kind gets a private engine of that kind.
+        if not os.environ.get(ENGINE_ENV):
+            if os.environ.get("DOCKER_HOST"):
+                self._use_engine(os.environ["DOCKER_HOST"], "DOCKER_HOST")
+                return
+            system = "unix:///var/run/docker.sock"
+            if Path("/var/run/docker.sock").exists() and _ping(system):
+                self._use_engine(system, system)
+                return
         if os.geteuid() != 0:
             raise StackUnavailable(
                 "no Docker engine: set RECEIVER_TEST_DOCKER_HOST or DOCKER_HOST, "
                 "or run as root so a private dockerd can be started"
             )
-        if shutil.which("dockerd") is None:
-            raise StackUnavailable("no Docker engine and no dockerd on PATH (install docker.io)")
-        self._start_private_engine(self._tmpdir(workdir))
+        self._engine = PrivateEngine.start(selected_kind(), workdir)
+        self.started_engine = True
+        self._use_engine(self._engine.docker_host, f"the private {self._engine.kind} engine")
 
-    def _require_ping(self, what: str) -> None:
+    def _use_engine(self, docker_host: str, what: str) -> None:
+        """Connect to the engine at `docker_host` and learn what it is."""
+        self.docker_host = docker_host
+        self.client = docker.DockerClient(base_url=docker_host, timeout=120)
         try:
-            self.client.ping()
+            version = self.client.version()
+            info = self.client.info()
         except Exception as exc:
             raise StackUnavailable(f"Docker engine at {what} does not answer: {exc}") from exc
-
-    def _start_private_engine(self, tmp: Path) -> None:
-        sock = tmp / "docker.sock"
-        exec_root = tmp / "x"
-        if len(str(tmp)) + len(_LONGEST_SOCKET_SUFFIX) > _SOCKET_PATH_MAX:
-            raise StackUnavailable(f"work dir {tmp} is too long for unix socket paths")
-        log = tmp / "dockerd.log"
-        args = [
-            "dockerd",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip6tables=false",
-            f"--host=unix://{sock}",
-            f"--data-root={tmp / 'data'}",
-            f"--exec-root={exec_root}",
-            f"--pidfile={tmp / 'docker.pid'}",
-            # Its own namespaces keep it apart from any other engine sharing a containerd.
-            "--containerd-namespace=receiver-test",
-            "--containerd-plugins-namespace=receiver-test-plugins",
-            "--shutdown-timeout=5",
-        ]
-        self._engine_proc = spawn(args, log)
-        self.started_engine = True
-        self.docker_host = f"unix://{sock}"
-        deadline = time.monotonic() + ENGINE_START_TIMEOUT
-        while True:
-            if self._engine_proc.poll() is not None:
-                raise RuntimeError(
-                    f"dockerd exited with {self._engine_proc.returncode} while starting; "
-                    f"tail of {log}:\n{log_tail(log)}"
-                )
-            if sock.exists() and _ping(self.docker_host, timeout=2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"dockerd did not answer within {ENGINE_START_TIMEOUT:.0f}s; "
-                    f"tail of {log}:\n{log_tail(log)}"
-                )
-            time.sleep(0.1)
-        self.client = docker.DockerClient(base_url=self.docker_host, timeout=120)
+        major, minor = str(version.get("ApiVersion", "1.41")).split(".")[:2]
+        self.api_version = (int(major), int(minor))
+        self.engine_version = str(version.get("Version", ""))
+        driver_status = dict(info.get("DriverStatus") or [])
+        self.containerd_store = driver_status.get("driver-type") == CONTAINERD_SNAPSHOTTER
 
     def _start_registry(self, workdir: Path | None) -> None:
         explicit = os.environ.get("RECEIVER_TEST_REGISTRY")
@@ -356,13 +325,9 @@ class Stack(Closing):
         if self._registry_proc is not None:
             stop_process(self._registry_proc)
             self._registry_proc = None
-        if self._engine_proc is not None:
-            polite = stop_process(self._engine_proc)
-            self._engine_proc = None
-            if not polite and self._tmp is not None:
-                # After a SIGKILL, containerd shims of our engine may survive; each names
-                # our private exec root (unique to this stack) on its command line.
-                kill_processes_mentioning(str(self._tmp))
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
         if self._tmp is not None:
             remove_tree(self._tmp)
             self._tmp = None
@@ -403,19 +368,21 @@ class Stack(Closing):
         entrypoint: list[str] | None = None,
         workdir: str | None = None,
         volumes: list[str] | None = None,
+        changes: Sequence[str] = (),
         registry: str | None = None,
         auth: tuple[str, str] | None = None,
     ) -> Published:
         """Build a busybox image whose /version holds `version`, push it, drop the local tag.
 
-        The push goes to the stack's registry unless `registry` names another; `auth` is
-        the (username, password) the engine pushes with.
+        `changes` are further Dockerfile instructions (a HEALTHCHECK, say). The push goes
+        to the stack's registry unless `registry` names another; `auth` is the (username,
+        password) the engine pushes with.
         """
         # CMD is DEFAULT_CMD unless `cmd` or `entrypoint` is given: a default CMD would
         # otherwise become arguments to the entrypoint.
         name = f"{registry or self.registry}/{repository}"
         ref = f"{name}:{tag}"
-        changes = _changes(env, labels, cmd, entrypoint, workdir, volumes)
+        changes = [*_changes(env, labels, cmd, entrypoint, workdir, volumes), *changes]
         result = self.client.api.import_image(
             src=_rootfs_tar(version), repository=name, tag=tag, changes=changes
         )

@@ -44,7 +44,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ __all__ = [
     "decode_jwt",
 ]
 
+# The receiver's registry client is httpx, which says so in its User-Agent.
+RECEIVER_AGENT = "python-httpx/"
 DEFAULT_TOKEN_SECONDS = 60  # the token spec's default lifetime when expires_in is absent
 USER_ACTIONS: tuple[str, ...] = ("pull", "push")
 ANONYMOUS_ACTIONS: tuple[str, ...] = ("pull",)
@@ -79,9 +81,11 @@ ANONYMOUS_ACTIONS: tuple[str, ...] = ("pull",)
 class TokenRequest:
     """One request the token service answered.
 
-    `user` is the Basic-auth user name offered (None when anonymous), whether or not
-    the password was right; `scopes` are the requested scopes in order; `granted` the
-    ``repository:<name>:<actions>`` entries the issued token carries (empty if none).
+    `user` is the user name offered (Basic auth with GET, the form with POST; None when
+    anonymous), whether or not the password was right; `scopes` are the requested scopes
+    in order; `granted` the ``repository:<name>:<actions>`` entries the issued token
+    carries (empty if none); `method` how it was asked (POST: an OAuth2 password grant);
+    `agent` the asker's User-Agent.
     """
 
     user: str | None
@@ -90,6 +94,13 @@ class TokenRequest:
     account: str | None
     status: int
     granted: tuple[str, ...] = ()
+    method: str = "GET"
+    agent: str = field(default="", compare=False)
+
+    @property
+    def from_engine(self) -> bool:
+        """Whether the Docker engine asked (for a pull or push), not the receiver itself."""
+        return not self.agent.startswith(RECEIVER_AGENT)
 
 
 def _b64url(data: bytes) -> str:
@@ -169,12 +180,29 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:
-        status, body, headers = self._owner()._answer(self.path, self.headers.get("Authorization"))
-        self._send(status, body, headers)
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        owner = self._owner()
+        user, valid = owner._authenticate(self.headers.get("Authorization"))
+        self._send(*owner._answer(url.path, query, user, valid, self._asker("GET")))
 
     def do_POST(self) -> None:
-        # OAuth2 password grants (POST) are not offered; clients fall back to GET.
-        self._send(404, _error_body("NOT_FOUND", "use GET for tokens"), {})
+        """The OAuth2 password grant containerd's resolver sends first (a form with
+        grant_type, username, password, scope, service), as distribution's token
+        servers answer it."""
+        length = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
+        owner = self._owner()
+        url = urllib.parse.urlsplit(self.path)
+        if form.get("grant_type", [""])[0] != "password":
+            self._send(400, _error_body("UNSUPPORTED", "grant_type must be password"), {})
+            return
+        name, password = form.get("username", [""])[0], form.get("password", [""])[0]
+        user, valid = owner._check(name, password) if name else (None, True)
+        self._send(*owner._answer(url.path, form, user, valid, self._asker("POST")))
+
+    def _asker(self, method: str) -> tuple[str, str]:
+        return method, self.headers.get("User-Agent", "")
 
     def _send(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
         data = _json_bytes(body)
@@ -343,20 +371,24 @@ class TokenRegistry(Closing):
     # -- the token service -------------------------------------------------------------
 
     def _answer(
-        self, path: str, authorization: str | None
+        self,
+        path: str,
+        params: Mapping[str, list[str]],
+        user: str | None,
+        valid: bool,
+        asker: tuple[str, str],
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        url = urllib.parse.urlsplit(path)
-        if url.path != "/token":
-            return 404, _error_body("NOT_FOUND", f"no such endpoint {url.path}"), {}
-        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        """A token request's answer; `params` are its query (GET) or form (POST) fields,
+        `user` the client offered, `valid` whether its credentials hold."""
+        if path != "/token":
+            return 404, _error_body("NOT_FOUND", f"no such endpoint {path}"), {}
         # The spec repeats `scope` per resource; OAuth2-style clients join them with spaces.
-        scopes = tuple(part for value in query.get("scope", ()) for part in value.split())
-        service = query.get("service", [None])[0]
-        account = query.get("account", [None])[0]
-        user, valid = self._authenticate(authorization)
+        scopes = tuple(part for value in params.get("scope", ()) for part in value.split())
+        service = params.get("service", [None])[0]
+        account = params.get("account", [None])[0]
 
         def record(status: int, granted: tuple[str, ...] = ()) -> None:
-            entry = TokenRequest(user, scopes, service, account, status, granted)
+            entry = TokenRequest(user, scopes, service, account, status, granted, *asker)
             with self._lock:
                 self._requests.append(entry)
 
@@ -413,6 +445,10 @@ class TokenRegistry(Closing):
         user, colon, password = decoded.partition(":")
         if not colon:
             return user or None, False
+        return self._check(user, password)
+
+    def _check(self, user: str, password: str) -> tuple[str, bool]:
+        """The user, and whether `password` is theirs."""
         expected = self.users.get(user)
         ok = expected is not None and hmac.compare_digest(expected.encode(), password.encode())
         return user, ok

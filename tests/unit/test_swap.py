@@ -169,3 +169,34 @@ def test_an_old_container_removed_by_hand_mid_swap_keeps_the_new_one() -> None:
     kept = engine.by_name("ws-1")
     assert kept is not None
     assert kept["Image"] == NEW
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "cause"),
+    [
+        ("start", 400, Cause.IMAGE),  # its command is not in the image, say
+        ("create", 400, Cause.IMAGE),  # the old settings do not fit the new image
+        ("start", 500, Cause.OTHER),  # the engine failed: nothing known about the image
+        ("create", 409, Cause.OTHER),
+    ],
+)
+def test_a_refused_create_or_start_says_whose_fault_it_is(
+    operation: str, status: int, cause: Cause
+) -> None:
+    """The engine's status for the refusal, not its words, tells an image fault."""
+    engine, swapper, old = setup()
+    engine.fail[operation] = EngineError("refused", status=status)
+    real_start = engine.start
+
+    def start_only_the_new(container_id: str) -> None:
+        if container_id == old:
+            engine.containers[old]["State"] = {"Running": True, "Restarting": False}
+            return
+        real_start(container_id)
+
+    engine.start = start_only_the_new  # type: ignore[method-assign]
+    with pytest.raises(SwapError) as caught:
+        swapper.swap(engine.container(old), {}, REF)
+    assert caught.value.cause is cause
+    assert caught.value.restored is True
+    assert engine.containers[old]["Name"] == "/ws-1"
