@@ -9,12 +9,12 @@ status page, as typed records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .clock import SYSTEM, Clock
 from .outcomes import Failure, Source
-from .refresh import RefreshResult
+from .result import RefreshResult
 from .seeding import HostSeed
 
 
@@ -56,6 +56,26 @@ class PollRecord:
     error: str | None
 
 
+@dataclass(frozen=True)
+class Quarantine:
+    """A digest held because its canary failed by the image's fault (since: wall time)."""
+
+    digest: str
+    reason: str
+    since: float
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """The next try of a digest whose refresh failed for a transient or unknown cause, or
+    left workspaces waiting; `attempt` counts the tries since it first failed."""
+
+    digest: str | None
+    attempt: int
+    at: float  # wall time, for the status page
+    due: float  # monotonic
+
+
 @dataclass
 class RuntimeState:
     """What the book knows of one runtime."""
@@ -70,6 +90,11 @@ class RuntimeState:
     # Boot seeding: whether the host's images were read, and whether they disagreed.
     host_checked: bool = False
     host_stale: bool = False
+    # The rollout policy: a digest held after an image fault, the next retry, and (in
+    # notify mode) the newest digest reported but not applied.
+    quarantined: Quarantine | None = None
+    retry: RetryPlan | None = None
+    available: str | None = None
 
 
 class DigestBook:
@@ -91,13 +116,20 @@ class DigestBook:
         state.seen = digest
         return True
 
-    def commit(self, runtime: str, result: RefreshResult, source: Source) -> None:
-        """Record a refresh's outcome; only a clean success moves `seen` (else it rolls back)."""
+    def commit(self, runtime: str, result: RefreshResult, source: Source) -> bool:
+        """Record a refresh's outcome; only a complete success moves `seen` (else it rolls
+        back) and lifts a quarantine. Whether it was one."""
         state = self.states[runtime]
-        ok = runtime in result.pulled and not result.failed
+        ok = (
+            runtime in result.pulled
+            and not result.failed
+            and not result.deferred
+            and runtime not in result.held
+        )
         if ok and runtime in result.digests:
             state.seen = result.digests[runtime]
             state.host_stale = False
+            state.quarantined = None
         state.last_refresh = RefreshRecord(
             at=self.clock.wall(),
             source=source,
@@ -105,6 +137,28 @@ class DigestBook:
             recreated=tuple(sorted(result.recreated)),
             failed=dict(result.failed),
         )
+        return ok
+
+    def quarantine(self, runtime: str, digest: str, reason: str) -> Quarantine:
+        """Hold `digest`: automatic triggers never attempt it again."""
+        held = Quarantine(digest, reason, self.clock.wall())
+        self.states[runtime].quarantined = held
+        return held
+
+    def plan_retry(
+        self, runtime: str, digest: str | None, delay: Callable[[int], float]
+    ) -> RetryPlan:
+        """Plan the next try of `digest`, `delay(attempt)` seconds from now; tries of the
+        same digest count up, a new digest starts again from one."""
+        state = self.states[runtime]
+        previous = state.retry
+        attempt = previous.attempt + 1 if previous and previous.digest == digest else 1
+        seconds = delay(attempt)
+        plan = RetryPlan(
+            digest, attempt, self.clock.wall() + seconds, self.clock.monotonic() + seconds
+        )
+        state.retry = plan
+        return plan
 
     def note_trigger(self, runtime: str, digest: str | None, source: Source) -> None:
         """Remember the last trigger for status pages."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,25 @@ class SwapSettings:
     stop_timeout: int = 10
 
 
+class RefreshMode(enum.StrEnum):
+    """What automatic triggers (webhooks, the poller, retries) do with a new digest."""
+
+    APPLY = "apply"  # pull it and swap the workspaces onto it
+    NOTIFY = "notify"  # only report it (status `available`, NOTIFY_URL); an admin applies
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How a new digest reaches a runtime's workspaces: canaries, retries, hooks, mode."""
+
+    canary: int = 1
+    retry_min: float = 10.0
+    retry_max: float = 300.0
+    pre_update_command: str | None = None
+    pre_update_timeout: float = 30.0
+    mode: RefreshMode = RefreshMode.APPLY
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the receiver needs to know, validated."""
@@ -60,6 +80,7 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     swap: SwapSettings = SwapSettings()
+    rollout: RolloutSettings = RolloutSettings()
     image_cleanup: bool = False
     docker_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -180,6 +201,15 @@ def load(env: Mapping[str, str]) -> Config:
     if log_format not in ("text", "json"):
         r.problems.append(f"LOG_FORMAT: {log_format!r} is not text or json")
 
+    mode_text = (r.raw("REFRESH_MODE") or RefreshMode.APPLY).lower()
+    if mode_text not in tuple(RefreshMode):
+        r.problems.append(f"REFRESH_MODE: {mode_text!r} is not apply or notify")
+        mode_text = RefreshMode.APPLY
+    retry_min = r.number("RETRY_MIN_SECONDS", 10.0, minimum=0.1)
+    retry_max = r.number("RETRY_MAX_SECONDS", 300.0, minimum=0.1)
+    if retry_max < retry_min:
+        r.problems.append("RETRY_MAX_SECONDS: below RETRY_MIN_SECONDS")
+
     notify_url = r.secret("NOTIFY_URL")
     if notify_url and not notify_url.startswith(("http://", "https://")):
         r.problems.append("NOTIFY_URL: must be an http:// or https:// URL")
@@ -205,6 +235,14 @@ def load(env: Mapping[str, str]) -> Config:
             grace_seconds=r.number("SWAP_GRACE_SECONDS", 5.0, minimum=0),
             health_timeout=r.number("SWAP_HEALTH_TIMEOUT", 60.0, minimum=1),
             stop_timeout=int(r.number("SWAP_STOP_TIMEOUT", 10, minimum=0, integer=True)),
+        ),
+        rollout=RolloutSettings(
+            canary=int(r.number("ROLLOUT_CANARY", 1, minimum=0, integer=True)),
+            retry_min=retry_min,
+            retry_max=retry_max,
+            pre_update_command=r.raw("PRE_UPDATE_COMMAND") or None,
+            pre_update_timeout=r.number("PRE_UPDATE_TIMEOUT", 30.0, minimum=1),
+            mode=RefreshMode(mode_text),
         ),
         image_cleanup=r.flag("IMAGE_CLEANUP"),
         docker_env={name: env[name] for name in DOCKER_ENV_NAMES if env.get(name)},

@@ -23,6 +23,9 @@ Inspect = Mapping[str, Any]
 # records whether it was running (the engine renames atomically; no journal needed).
 ASIDE_SUFFIX = "-receiver-aside"
 STOPPED_MARK = "-stopped"
+# Labels a workspace says "not me" and "not now" with (README, "Rollout policy").
+ENABLE_LABEL = "workspace-image-receiver.enable"
+PRE_UPDATE_LABEL = "workspace-image-receiver.pre-update"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Container:
     running: bool = False
     restarting: bool = False
     paused: bool = False
+    dead: bool = False
     exit_code: int = 0
     health: Health | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -81,6 +85,7 @@ class Container:
             running=bool(state.get("Running")),
             restarting=bool(state.get("Restarting")),
             paused=bool(state.get("Paused")),
+            dead=bool(state.get("Dead")),
             exit_code=int(state.get("ExitCode") or 0),
             health=_health(status),
             labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
@@ -103,6 +108,15 @@ class Container:
         if aside is None or not aside.name.startswith(prefix) or self.configured_image != ref:
             return None
         return aside
+
+    @property
+    def opted_out(self) -> bool:
+        """Whether its label says the receiver must leave it alone."""
+        return self.labels.get(ENABLE_LABEL, "").strip().lower() == "false"
+
+    def pre_update_command(self, default: str | None) -> str | None:
+        """The command to ask it with before its swap: its label's, else `default`."""
+        return self.labels.get(PRE_UPDATE_LABEL, "").strip() or default
 
     def ready(self) -> bool:
         """Running steadily, and healthy when it has a health check."""

@@ -2,30 +2,40 @@
 
 At most one refresh per runtime runs at a time; triggers that arrive meanwhile coalesce
 into at most one follow-up; different runtimes refresh in parallel. Webhooks and the
-poller submit and return at once; the admin route waits for its refresh.
+poller submit and return at once; the admin route waits for its refresh. When a refresh
+is over, the rollout policy settles its digest (rollout.py): committed, quarantined, or
+tried again after a backoff, until it succeeds or a newer digest supersedes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from anyio import to_thread
 
-from .book import DigestBook, Pending
-from .clock import SYSTEM, Clock
+from . import rollout
+from .book import DigestBook, Pending, Quarantine
+from .clock import Clock
+from .config import RefreshMode, RolloutSettings
 from .errors import EngineError
-from .outcomes import ADMIN, Failure, Source, TriggerOutcome
-from .refresh import RefreshResult, RefreshService
+from .outcomes import ADMIN, RETRY, Failure, Source, SourceKind, TriggerOutcome
+from .refresh import RefreshService
+from .result import RefreshResult
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RefreshEvent:
-    """One runtime's refresh as listeners (metrics, notifications) hear of it."""
+    """One runtime's refresh as listeners (metrics, notifications) hear of it.
+
+    `verdict` is what the rollout policy made of it; `quarantined` is set when this
+    refresh put its digest in quarantine.
+    """
 
     runtime: str
     source: Source
@@ -33,10 +43,23 @@ class RefreshEvent:
     result: RefreshResult
     seconds: float
     since_trigger: float
+    verdict: rollout.Verdict = rollout.Verdict.DONE
+    quarantined: Quarantine | None = None
 
 
-Listener = Callable[[RefreshEvent], None]
+@dataclass(frozen=True)
+class AvailableEvent:
+    """Notify mode: a new digest of a runtime was seen and is not applied."""
+
+    runtime: str
+    source: Source
+    digest: str
+
+
+Event = RefreshEvent | AvailableEvent
+Listener = Callable[[Event], None]
 Runner = Callable[[Callable[[], RefreshResult]], Awaitable[RefreshResult]]
+Draw = Callable[[float, float], float]
 
 
 async def _in_thread(fn: Callable[[], RefreshResult]) -> RefreshResult:
@@ -53,25 +76,33 @@ class Coordinator:
         *,
         run: Runner = _in_thread,
         listeners: Sequence[Listener] = (),
-        clock: Clock = SYSTEM,
+        draw: Draw = random.uniform,
     ) -> None:
         self.service = service
         self.book = book
         self._run = run
         self.listeners = list(listeners)
-        self.clock = clock
+        # One clock for the book's records and the coordinator's timers.
+        self.clock: Clock = book.clock
+        self._draw = draw
         self._locks = {runtime: asyncio.Lock() for runtime in book.states}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.Task[None]] = {}
 
     @property
     def runtimes(self) -> list[str]:
         """The runtimes the book keeps."""
         return list(self.book.states)
 
+    @property
+    def settings(self) -> RolloutSettings:
+        """The rollout settings (canary, retries, hooks, mode)."""
+        return self.service.config.rollout
+
     def submit(
         self, runtime: str, digest: str | None, source: Source, arrived: float | None = None
     ) -> TriggerOutcome:
-        """Accept a trigger without waiting; says whether it started, queued or changed nothing.
+        """Accept an automatic trigger without waiting; say what became of it.
 
         `arrived` (monotonic) is when the trigger came in, if earlier than now.
         """
@@ -80,15 +111,23 @@ class Coordinator:
         self.book.note_trigger(runtime, digest, source)
         if digest is not None and digest == state.seen:
             return TriggerOutcome.UNCHANGED
+        held = state.quarantined
+        if held is not None and digest == held.digest:
+            return TriggerOutcome.QUARANTINED
+        if self.settings.mode is RefreshMode.NOTIFY:
+            self._announce(runtime, digest, source)
+            return TriggerOutcome.AVAILABLE
         if state.driving:
             if digest is not None and digest == state.target and state.pending is None:
                 return TriggerOutcome.COALESCED
             # At most one follow-up: a newer trigger replaces an older pending one.
             state.pending = Pending(digest, source, arrived)
             return TriggerOutcome.QUEUED
-        state.driving = True
-        state.target = digest
-        self._spawn(self._drive(runtime, digest, source, arrived))
+        if state.retry is not None:
+            if digest is None or digest == state.retry.digest:
+                return TriggerOutcome.COALESCED  # the planned retry will apply it
+            self._cancel_retry(runtime)  # a newer digest supersedes the retry
+        self._start(runtime, digest, source, arrived)
         return TriggerOutcome.SCHEDULED
 
     def submit_resolving(
@@ -119,7 +158,8 @@ class Coordinator:
         force: bool = False,
         source: Source = ADMIN,
     ) -> RefreshResult:
-        """Refresh now and wait (the admin route); all runtimes when None.
+        """Refresh now and wait (the admin route); all runtimes when None. A person asked:
+        a quarantined digest is attempted again, and notify mode does not apply.
 
         Raises UnknownRuntime (before doing anything) for a runtime that is not configured,
         and EngineUnavailable when containers cannot be listed.
@@ -166,7 +206,10 @@ class Coordinator:
             )
 
     async def drain(self, timeout: float) -> None:
-        """Wait for background refreshes to finish, up to `timeout` seconds, then cancel them."""
+        """Shutdown: cancel planned retries, let refreshes in flight finish (up to
+        `timeout` seconds), then cancel what is left."""
+        for runtime in list(self._timers):
+            self._cancel_retry(runtime)
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
@@ -174,9 +217,15 @@ class Coordinator:
             task.cancel()
 
     async def idle(self) -> None:
-        """Wait until no background work is left (tests and benchmarks)."""
+        """Wait until no background work is left but planned retries (tests, benchmarks)."""
         while self._tasks:
             await asyncio.gather(*set(self._tasks), return_exceptions=True)
+
+    def _start(self, runtime: str, digest: str | None, source: Source, arrived: float) -> None:
+        state = self.book.states[runtime]
+        state.driving = True
+        state.target = digest
+        self._spawn(self._drive(runtime, digest, source, arrived))
 
     async def _drive(
         self, runtime: str, digest: str | None, source: Source, arrived: float
@@ -206,45 +255,139 @@ class Coordinator:
         propagate: bool = False,
     ) -> RefreshResult:
         async with self._locks[runtime]:
+            state = self.book.states[runtime]
             # Another refresh may have applied this digest while we waited for the lock.
-            if unless_seen is not None and unless_seen == self.book.seen(runtime):
+            if unless_seen is not None and unless_seen == state.seen:
+                if state.retry is not None and state.retry.digest == unless_seen:
+                    self._cancel_retry(runtime)
                 return RefreshResult()
+            automatic = source.kind is not SourceKind.ADMIN
+            hold = state.quarantined.digest if automatic and state.quarantined else None
             started = self.clock.monotonic()
             try:
                 result = await self._run(
-                    lambda: self.service.refresh_runtime(runtime, recreate=recreate, force=force)
+                    lambda: self.service.refresh_runtime(
+                        runtime, recreate=recreate, force=force, hold=hold
+                    )
                 )
             except Exception as exc:
                 # A caller who waits (admin) hears of it; background work records a failure,
-                # so the book keeps its digest and the next trigger retries.
+                # so the book keeps its digest and the refresh is tried again later.
                 if propagate:
                     raise
                 if not isinstance(exc, EngineError):
                     log.exception("runtime %s: refresh crashed", runtime)
                 result = RefreshResult()
                 result.fail(Failure.of(runtime, exc))
-            if recreate:
-                self.book.commit(runtime, result, source)
+            verdict, quarantined = (
+                self._settle(runtime, unless_seen, source, result)
+                if recreate
+                else (rollout.Verdict.DONE, None)
+            )
             now = self.clock.monotonic()
             self._tell(
-                RefreshEvent(runtime, source, unless_seen, result, now - started, now - arrived)
+                RefreshEvent(
+                    runtime,
+                    source,
+                    unless_seen,
+                    result,
+                    now - started,
+                    now - arrived,
+                    verdict,
+                    quarantined,
+                )
             )
             log.info(
-                "runtime %s: refresh from %s: %d recreated, %d failed",
+                "runtime %s: refresh from %s: %d recreated, %d failed, %d deferred: %s",
                 runtime,
                 source,
                 len(result.recreated),
                 len(result.failed),
+                len(result.deferred),
+                verdict,
                 extra={"runtime": runtime, "source": str(source), "outcome": result.as_json()},
             )
             return result
 
-    def _tell(self, event: RefreshEvent) -> None:
+    def _settle(
+        self, runtime: str, target: str | None, source: Source, result: RefreshResult
+    ) -> tuple[rollout.Verdict, Quarantine | None]:
+        """Apply the rollout policy to a finished refresh of `target` (None: the tag)."""
+        ok = self.book.commit(runtime, result, source)
+        pulled = result.digests.get(runtime)
+        if ok or runtime in result.held:
+            self._cancel_retry(runtime)
+            return (rollout.Verdict.DONE, None)
+        canary = result.quarantine.get(runtime)
+        verdict = rollout.verdict(
+            image_fault=canary is not None and pulled is not None,
+            failed=bool(result.failed),
+            waiting=bool(result.deferred),
+        )
+        if verdict is rollout.Verdict.HOLD and canary is not None and pulled is not None:
+            self._cancel_retry(runtime)
+            held = self.book.quarantine(runtime, pulled, f"{canary.subject}: {canary.reason}")
+            log.error("runtime %s: %s quarantined: %s", runtime, pulled, held.reason)
+            return (verdict, held)
+        # A person who asked (admin) has the answer; automatic triggers are retried.
+        if source.kind is not SourceKind.ADMIN:
+            self._plan_retry(runtime, target or pulled)
+        return (verdict, None)
+
+    def _plan_retry(self, runtime: str, digest: str | None) -> None:
+        settings = self.settings
+        plan = self.book.plan_retry(
+            runtime,
+            digest,
+            lambda attempt: rollout.backoff(
+                attempt, settings.retry_min, settings.retry_max, self._draw
+            ),
+        )
+        delay = max(plan.due - self.clock.monotonic(), 0.0)
+        log.warning(
+            "runtime %s: trying %s again in %.0f s (try %d)",
+            runtime,
+            digest or "the tag",
+            delay,
+            plan.attempt,
+        )
+        previous = self._timers.pop(runtime, None)
+        if previous is not None:
+            previous.cancel()
+        timer = asyncio.ensure_future(self._retry_after(runtime, digest, delay))
+        self._timers[runtime] = timer
+
+    async def _retry_after(self, runtime: str, digest: str | None, delay: float) -> None:
+        await self.clock.pause(delay)
+        self._timers.pop(runtime, None)
+        state = self.book.states[runtime]
+        if state.driving:
+            # A refresh runs already; the retry becomes its follow-up.
+            state.pending = Pending(digest, RETRY, self.clock.monotonic())
+            return
+        self._start(runtime, digest, RETRY, self.clock.monotonic())
+
+    def _cancel_retry(self, runtime: str) -> None:
+        self.book.states[runtime].retry = None
+        timer = self._timers.pop(runtime, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _announce(self, runtime: str, digest: str | None, source: Source) -> None:
+        """Notify mode: report a new digest once; nothing is pulled or swapped."""
+        state = self.book.states[runtime]
+        if digest is None or digest == state.available:
+            return
+        state.available = digest
+        log.info("runtime %s: %s is available (notify mode: not applied)", runtime, digest)
+        self._tell(AvailableEvent(runtime, source, digest))
+
+    def _tell(self, event: Event) -> None:
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception:
-                log.exception("refresh listener failed")
+                log.exception("listener failed")
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

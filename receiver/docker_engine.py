@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import docker
@@ -25,6 +26,7 @@ _EMULATED_PLATFORM = {"arm64": "linux/amd64", "aarch64": "linux/amd64"}
 _MULTI_NETWORK_CREATE = (1, 44)
 # `docker info`'s DriverStatus driver-type of the containerd image store.
 _CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
+_EXEC_POLL_SECONDS = 0.1
 # The engine cannot be reached, or went away in the middle of its answer: a body cut
 # short surfaces as ChunkedEncodingError, a streamed one (a pull) as urllib3's ProtocolError.
 _UNREACHABLE = (
@@ -208,6 +210,22 @@ class DockerEngine:
         self._call(
             lambda api: api.remove_container(container_id, v=False, force=force), missing_ok=True
         )
+
+    def exec(self, container_id: str, command: Sequence[str], timeout: float) -> int | None:
+        """Start `command` detached, then watch it until it exits or `timeout` passes."""
+        created = self._call(
+            lambda api: api.exec_create(container_id, list(command), stdout=False, stderr=False)
+        )
+        exec_id = str(created["Id"])
+        self._call(lambda api: api.exec_start(exec_id, detach=True))
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self._call(lambda api: api.exec_inspect(exec_id))
+            if not state.get("Running") and state.get("ExitCode") is not None:
+                return int(state["ExitCode"])
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(_EXEC_POLL_SECONDS)
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image unless a container (running or not) or a second tag holds it;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +78,10 @@ class Engine(Protocol):
 
     def remove(self, container_id: str, *, force: bool = False) -> None:
         """Remove a container, always keeping its volumes; nothing if it is already gone."""
+
+    def exec(self, container_id: str, command: Sequence[str], timeout: float) -> int | None:
+        """Run `command` in a running container; its exit status, or None if it took
+        longer than `timeout` seconds (it is left running: the API cannot stop it)."""
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image no container uses (never forced); True when it is gone (removed

@@ -5,9 +5,10 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .coordinator import RefreshEvent
-from .outcomes import DeliveryOutcome, Source
-from .refresh import RefreshResult
+from .coordinator import Event, RefreshEvent
+from .outcomes import DeliveryOutcome, Source, SourceKind
+from .result import RefreshResult
+from .rollout import Verdict
 
 __all__ = ["CONTENT_TYPE", "Metrics", "event_label", "refresh_outcome"]
 
@@ -74,6 +75,30 @@ class Metrics:
             "Unix time the last poll tick finished.",
             registry=r,
         )
+        self.quarantines = Counter(
+            "receiver_quarantines",
+            "Digests held because their canary failed by the image's fault.",
+            ["runtime"],
+            registry=r,
+        )
+        self.quarantined = Gauge(
+            "receiver_quarantined",
+            "1 while a digest of the runtime is quarantined.",
+            ["runtime"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "receiver_retries",
+            "Refreshes the receiver tried again after a transient failure or a deferral.",
+            ["runtime"],
+            registry=r,
+        )
+        self.deferred = Counter(
+            "receiver_deferred",
+            "Workspaces whose swap waited (pre-update hook, paused, canary not proven).",
+            ["runtime"],
+            registry=r,
+        )
         self.trigger_to_running = Histogram(
             "receiver_trigger_to_running_seconds",
             "From a trigger's arrival to its runtime's containers running the new image.",
@@ -86,9 +111,20 @@ class Metrics:
         """Count one webhook delivery."""
         self.deliveries.labels(event_label(event), str(outcome)).inc()
 
-    def refreshed(self, event: RefreshEvent) -> None:
+    def refreshed(self, event: Event) -> None:
         """Record one runtime's refresh (a coordinator listener)."""
+        if not isinstance(event, RefreshEvent):
+            return
         runtime, result = event.runtime, event.result
+        if event.source.kind is SourceKind.RETRY:
+            self.retries.labels(runtime).inc()
+        if result.deferred:
+            self.deferred.labels(runtime).inc(len(result.deferred))
+        if event.quarantined is not None:
+            self.quarantines.labels(runtime).inc()
+            self.quarantined.labels(runtime).set(1)
+        elif event.verdict is Verdict.DONE and runtime not in result.held:
+            self.quarantined.labels(runtime).set(0)
         outcome = refresh_outcome(runtime, result)
         self.refreshes.labels(runtime, _source_label(event.source), outcome).inc()
         self.refresh_duration.labels(runtime).observe(event.seconds)

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from .coordinator import RefreshEvent
+from .coordinator import AvailableEvent, Event
+from .outcomes import SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,22 @@ NOTIFY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_PENDING = 100  # notifications in flight at once; beyond that they are dropped and logged
 
 
-def summary(event: RefreshEvent) -> dict[str, Any] | None:
-    """The notification for a refresh, or None when it changed and broke nothing."""
+def summary(event: Event) -> dict[str, Any] | None:
+    """The notification for an event, or None when it is no news: a refresh that changed
+    and broke nothing, or a retry that failed again (its first failure was told)."""
+    if isinstance(event, AvailableEvent):
+        return {
+            "text": f"a new image of {event.runtime} is available: {event.digest[:19]} "
+            f"(from {event.source}; REFRESH_MODE=notify, not applied)",
+            "runtime": event.runtime,
+            "source": str(event.source),
+            "digest": event.digest,
+            "available": True,
+        }
     result = event.result
     if not (result.recreated or result.failed or result.repaired):
+        return None
+    if event.source.kind is SourceKind.RETRY and not result.recreated and not event.quarantined:
         return None
     digest = result.digests.get(event.runtime)
     parts = [f"workspace image refresh of {event.runtime} (from {event.source})"]
@@ -40,12 +53,18 @@ def summary(event: RefreshEvent) -> dict[str, Any] | None:
         parts.append(f"FAILED {len(result.failed)}: {failures}")
     if result.repaired:
         parts.append(f"repaired after a crash: {', '.join(sorted(result.repaired))}")
+    if event.quarantined is not None:
+        held = event.quarantined
+        parts.append(
+            f"QUARANTINED {held.digest[:19]}: {held.reason}; no other workspace was touched"
+        )
     return {
         "text": " — ".join(parts),
         "runtime": event.runtime,
         "source": str(event.source),
         "digest": digest,
         "ok": not result.failed,
+        "quarantined": event.quarantined is not None,
         "duration_seconds": round(event.seconds, 3),
         **result.as_json(),
     }
@@ -59,7 +78,7 @@ class Notifier:
         self.url = url
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, event: RefreshEvent) -> None:
+    def __call__(self, event: Event) -> None:
         """A coordinator listener: schedule the POST and return at once."""
         body = summary(event)
         if body is None:

@@ -24,6 +24,44 @@ _RESULT = {
         "digests": _STRING_MAP,
         "repaired": _STRING_MAP,
         "removed_images": _STRINGS,
+        "skipped": {**_STRING_MAP, "description": "containers that opted out, with why"},
+        "deferred": {
+            **_STRING_MAP,
+            "description": "containers left waiting (hook said not now, paused, canary "
+            "not proven, digest quarantined), with why; tried again later",
+        },
+    },
+}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_STATUS = {
+    "type": "object",
+    "properties": {
+        "runtimes": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "image": {"type": "string"},
+                    "seen": _NULLABLE_STRING,
+                    "refreshing": {"type": "boolean"},
+                    "quarantined": {
+                        "type": ["object", "null"],
+                        "description": "a digest held after its canary failed by the image",
+                        "properties": {
+                            "digest": {"type": "string"},
+                            "reason": {"type": "string"},
+                            "since": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                    "retry_at": {**_NULLABLE_STRING, "description": "the next retry"},
+                    "available": {
+                        **_NULLABLE_STRING,
+                        "description": "notify mode: the newest digest reported",
+                    },
+                },
+            },
+        },
+        "poller": {"type": "object"},
     },
 }
 _REFRESH_REQUEST = {
@@ -40,7 +78,22 @@ _WEBHOOK_ANSWER = {
     "properties": {
         "delivery": {"type": "string"},
         "event": {"type": "string"},
-        "runtimes": _STRING_MAP,
+        "runtimes": {
+            "type": "object",
+            "description": "per runtime what the delivery started",
+            "additionalProperties": {
+                "type": "string",
+                "enum": [
+                    "scheduled",
+                    "queued",
+                    "coalesced",
+                    "unchanged",
+                    "resolving",
+                    "quarantined",
+                    "available",
+                ],
+            },
+        },
         "ignored": {"type": "string"},
         "pong": {"type": "boolean"},
     },
@@ -149,7 +202,7 @@ def document() -> dict[str, Any]:
                     "summary": "The digest book and the poller",
                     "security": bearer,
                     "responses": {
-                        "200": _json({"type": "object"}, "per runtime state and poller ticks"),
+                        "200": _json(_STATUS, "per runtime state and poller ticks"),
                         **_errors(401, 405, 503),
                     },
                 }

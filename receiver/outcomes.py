@@ -19,6 +19,7 @@ class SourceKind(enum.StrEnum):
     WEBHOOK = "webhook"
     POLL = "poll"
     ADMIN = "admin"
+    RETRY = "retry"  # the receiver itself, trying a digest again after a transient failure
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Source:
 
 ADMIN = Source(SourceKind.ADMIN)
 POLL = Source(SourceKind.POLL)
+RETRY = Source(SourceKind.RETRY)
 
 
 def webhook(event: str) -> Source:
@@ -49,6 +51,8 @@ class TriggerOutcome(enum.StrEnum):
     COALESCED = "coalesced"  # the refresh running already applies this digest
     UNCHANGED = "unchanged"  # the digest is the one the book has seen
     RESOLVING = "resolving"  # the digest is being asked of the registry first
+    QUARANTINED = "quarantined"  # its canary failed because of the image: held
+    AVAILABLE = "available"  # notify mode: reported, not applied
 
 
 class PollOutcome(enum.StrEnum):

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from . import imageref, logs
+from . import imageref, logs, preupdate, rollout
 from .config import Config
-from .container import Container
+from .container import ENABLE_LABEL, Container
 from .engine import Engine, Image
-from .errors import EngineError, SwapError, UnknownRuntime
+from .errors import EngineError, ReceiverError, UnknownRuntime
 from .images import ImageMemory
 from .outcomes import Failure
-from .repair import Repair, repair
+from .repair import repair
+from .result import RefreshResult
 from .seeding import HostSeed, host_seeds
 from .swap import Swapper
 
@@ -24,50 +26,6 @@ log = logging.getLogger(__name__)
 
 # Pulls of different runtimes overlap, but not without bound: each is a registry download.
 _MAX_PARALLEL_RUNTIMES = 4
-
-
-@dataclass
-class RefreshResult:
-    """What a refresh did: pulls per runtime, swaps per container, each failure with its reason."""
-
-    pulled: list[str] = field(default_factory=list)
-    recreated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    failed: dict[str, Failure] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)
-    repaired: dict[str, Repair] = field(default_factory=dict)
-    removed_images: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed."""
-        return not self.failed
-
-    def fail(self, failure: Failure) -> None:
-        """Record a failure under its subject (a runtime or a container)."""
-        self.failed[failure.subject] = failure
-
-    def merge(self, other: RefreshResult) -> None:
-        """Add another result's entries to this one."""
-        self.pulled += other.pulled
-        self.recreated += other.recreated
-        self.unchanged += other.unchanged
-        self.failed.update(other.failed)
-        self.digests.update(other.digests)
-        self.repaired.update(other.repaired)
-        self.removed_images += other.removed_images
-
-    def as_json(self) -> dict[str, Any]:
-        """The contract's JSON shape, lists sorted so answers are stable."""
-        return {
-            "pulled": sorted(self.pulled),
-            "recreated": sorted(self.recreated),
-            "unchanged": sorted(self.unchanged),
-            "failed": {name: self.failed[name].reason for name in sorted(self.failed)},
-            "digests": dict(sorted(self.digests.items())),
-            "repaired": {name: str(self.repaired[name]) for name in sorted(self.repaired)},
-            "removed_images": sorted(self.removed_images),
-        }
 
 
 class RefreshService:
@@ -92,7 +50,7 @@ class RefreshService:
 
     def refresh(
         self, runtimes: Sequence[str] | None = None, *, recreate: bool = True, force: bool = False
-    ) -> RefreshResult:
+    ) -> RefreshResult:  # the command line's: no quarantine to hold
         """Refresh the runtimes; one runtime's failure never stops another.
 
         Raises EngineUnavailable when containers cannot be listed at all.
@@ -120,11 +78,14 @@ class RefreshService:
         *,
         recreate: bool = True,
         force: bool = False,
+        hold: str | None = None,
         containers: Sequence[Container] | None = None,
     ) -> RefreshResult:
         """Refresh one runtime; failures are reported in the result, never raised.
 
-        Raises EngineUnavailable only when `containers` is None and listing them fails.
+        `hold` is a quarantined digest: when the tag still points at it nothing is
+        swapped. Raises EngineUnavailable only when `containers` is None and listing
+        them fails.
         """
         self.check_runtimes([runtime])
         with self._locks[runtime], logs.context(runtime=runtime):
@@ -151,7 +112,7 @@ class RefreshService:
                 result.digests[runtime] = digest
             log.info("runtime %s: pulled %s (%s)", runtime, ref, digest or image.id)
             if recreate:
-                self._recreate(runtime, mine, image, ref, force, result)
+                self._recreate(runtime, mine, image, ref, Plan(force=force, hold=hold), result)
             return result
 
     def host_seeds(self, runtimes: Sequence[str]) -> dict[str, HostSeed]:
@@ -189,64 +150,29 @@ class RefreshService:
         containers: list[Container],
         image: Image,
         ref: imageref.ImageRef,
-        force: bool,
+        plan: Plan,
         result: RefreshResult,
     ) -> None:
-        stale = [c for c in containers if force or c.image_id != image.id]
+        stale = [c for c in containers if plan.force or c.image_id != image.id]
         result.unchanged += [c.name for c in containers if c not in stale]
+        for container in [c for c in stale if c.opted_out]:
+            result.skipped[container.name] = f"opted out ({ENABLE_LABEL}=false)"
+        stale = [c for c in stale if not c.opted_out]
         if not stale:
             return
+        digest = result.digests.get(runtime)
+        if plan.hold is not None and digest == plan.hold:
+            log.info("runtime %s: %s is quarantined; nothing swapped", runtime, digest)
+            result.held[runtime] = digest
+            for container in stale:
+                result.deferred[container.name] = f"held: {digest[:19]} is quarantined"
+            return
         log.info("runtime %s: recreating %d container(s) on %s", runtime, len(stale), image.id[:19])
-        old_configs: dict[str, Any] = {}
-        lock = threading.Lock()
-
-        tags = logs.current_context()  # pool threads start with an empty context
-
-        def swap_one(container: Container) -> None:
-            with logs.context(**tags, container=container.name):
-                swap_tagged(container, container.name)
-
-        def swap_tagged(container: Container, name: str) -> None:
-            # An engine error reading this container (the engine went away meanwhile) fails
-            # this container only: the others' outcomes, swapped or failed, still count.
-            try:
-                fresh = self.engine.inspect_container(container.id)
-                if fresh is None:
-                    log.info("runtime %s: %s vanished before its swap; skipped", runtime, name)
-                    return
-                if not force and fresh.image_id == image.id:
-                    with lock:
-                        result.unchanged.append(name)
-                    return
-                old_image_id = fresh.image_id
-                with lock:
-                    if old_image_id not in old_configs:
-                        old = self.images.recover(old_image_id, ref)
-                        if old is None:
-                            log.warning(
-                                "runtime %s: the config of image %s is unknown; %s keeps "
-                                "every setting it has",
-                                runtime,
-                                old_image_id[:19],
-                                name,
-                            )
-                        old_configs[old_image_id] = old.config if old is not None else None
-                    old_config = old_configs[old_image_id]
-                self.swapper.swap(fresh, old_config, str(ref))
-            except (SwapError, EngineError) as exc:
-                log.error("runtime %s: recreate %s failed: %s", runtime, name, exc)
-                with lock:
-                    result.fail(Failure.of(name, exc))
-                return
-            log.info("runtime %s: recreated %s", runtime, name)
-            with lock:
-                result.recreated.append(name)
-
-        workers = min(len(stale), self.config.swap.parallelism)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"swap-{runtime}") as pool:
-            list(pool.map(swap_one, stale))
+        swaps = _Swaps(self, runtime, image, ref, plan, result)
+        rest = swaps.canaries(stale, self.config.rollout.canary)
+        swaps.all(rest)
         if self.config.image_cleanup:
-            self._remove_images(runtime, set(old_configs) - {image.id}, result)
+            self._remove_images(runtime, set(swaps.old_configs) - {image.id}, result)
 
     def _remove_images(self, runtime: str, image_ids: set[str], result: RefreshResult) -> None:
         """IMAGE_CLEANUP: remove replaced images; the engine keeps any a container still uses."""
@@ -259,3 +185,176 @@ class RefreshService:
             if removed:
                 log.info("runtime %s: removed the replaced image %s", runtime, image_id[:19])
                 result.removed_images.append(image_id)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to refresh: `force` recreates containers already on the image (and skips their
+    pre-update hooks); `hold` is a quarantined digest that must not be applied."""
+
+    force: bool = False
+    hold: str | None = None
+
+
+class SwapOutcome(enum.Enum):
+    """What became of one container's turn."""
+
+    RECREATED = enum.auto()
+    UNCHANGED = enum.auto()
+    DEFERRED = enum.auto()
+    FAILED = enum.auto()
+    GONE = enum.auto()
+
+
+class _Swaps:
+    """One runtime's swaps onto a pulled image: canaries alone, then the rest in parallel."""
+
+    def __init__(
+        self,
+        service: RefreshService,
+        runtime: str,
+        image: Image,
+        ref: imageref.ImageRef,
+        plan: Plan,
+        result: RefreshResult,
+    ) -> None:
+        self.service = service
+        self.runtime = runtime
+        self.image = image
+        self.ref = ref
+        self.plan = plan
+        self.result = result
+        self.old_configs: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        # Pool threads start with an empty logging context: carry this one over.
+        self.tags = logs.current_context()
+
+    def canaries(self, stale: list[Container], wanted: int) -> list[Container]:
+        """Swap canaries one by one until `wanted` are proven; the containers left to swap,
+        or none when a canary failed or none could prove the image (the rest wait)."""
+        candidates = rollout.canary_candidates(stale)
+        if wanted <= 0 or not candidates:
+            return stale
+        tried: set[str] = set()
+        proven = 0
+        for canary in candidates:
+            if proven >= wanted:
+                break
+            tried.add(canary.id)
+            outcome = self.one(canary)
+            if outcome is SwapOutcome.FAILED:
+                failure = self.result.failed[canary.name]
+                if rollout.is_image_fault(failure):
+                    self.result.quarantine[self.runtime] = failure
+                self._hold(stale, tried, f"held: the canary {canary.name} failed")
+                return []
+            if outcome is SwapOutcome.RECREATED:
+                proven += 1
+        if proven == 0:
+            self._hold(stale, tried, "waiting for a canary to prove the image")
+            return []
+        return [c for c in stale if c.id not in tried]
+
+    def all(self, containers: list[Container]) -> None:
+        """Swap `containers` with the runtime's bounded parallelism."""
+        if not containers:
+            return
+        workers = min(len(containers), self.service.config.swap.parallelism)
+        prefix = f"swap-{self.runtime}"
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix) as pool:
+            list(pool.map(self.one, containers))
+
+    def _hold(self, stale: list[Container], tried: set[str], reason: str) -> None:
+        with self.lock:
+            for container in stale:
+                if container.id not in tried:
+                    self.result.deferred[container.name] = reason
+
+    def one(self, container: Container) -> SwapOutcome:
+        """One container's turn: look again, ask it, swap it; what became of it."""
+        with logs.context(**self.tags, container=container.name):
+            # An engine error reading this container (the engine went away meanwhile)
+            # fails this container only: the others' outcomes still count.
+            try:
+                outcome = self._one(container.id, container.name)
+            except ReceiverError as exc:
+                log.error("runtime %s: recreate %s failed: %s", self.runtime, container.name, exc)
+                self._record(container.name, failure=Failure.of(container.name, exc))
+                return SwapOutcome.FAILED
+            return outcome
+
+    def _one(self, container_id: str, name: str) -> SwapOutcome:
+        service, runtime = self.service, self.runtime
+        fresh = service.engine.inspect_container(container_id)
+        if fresh is None:
+            log.info("runtime %s: %s vanished before its swap; skipped", runtime, name)
+            return SwapOutcome.GONE
+        if not self.plan.force and fresh.image_id == self.image.id:
+            self._record(name, unchanged=True)
+            return SwapOutcome.UNCHANGED
+        if fresh.dead:
+            # Half removed already: a swap would only make matters worse; report it.
+            raise ReceiverError(f"{name}: the container is dead; not swapped")
+        waiting = self._not_now(fresh)
+        if waiting is not None:
+            log.info("runtime %s: %s deferred: %s", runtime, name, waiting)
+            self._record(name, deferred=waiting)
+            return SwapOutcome.DEFERRED
+        service.swapper.swap(fresh, self._old_config(fresh), str(self.ref))
+        log.info("runtime %s: recreated %s", runtime, name)
+        self._record(name, recreated=True)
+        return SwapOutcome.RECREATED
+
+    def _not_now(self, container: Container) -> str | None:
+        """Why `container` must wait, or None; raises PreUpdateFailed when its hook fails.
+
+        A paused workspace waits until it is unpaused (swapping it would end processes its
+        owner froze on purpose); one the engine is restarting waits until it settles."""
+        if container.paused:
+            return "paused"
+        if container.restarting:
+            return "restarting"
+        if self.plan.force or not container.running:
+            return None
+        settings = self.service.config.rollout
+        command = container.pre_update_command(settings.pre_update_command)
+        if command is None:
+            return None
+        return preupdate.ask(self.service.engine, container, command, settings.pre_update_timeout)
+
+    def _old_config(self, container: Container) -> Mapping[str, Any] | None:
+        """The config of the image `container` runs (read before the pull, or again)."""
+        image_id = container.image_id
+        with self.lock:
+            if image_id not in self.old_configs:
+                old = self.service.images.recover(image_id, self.ref)
+                if old is None:
+                    log.warning(
+                        "runtime %s: the config of image %s is unknown; %s keeps every "
+                        "setting it has",
+                        self.runtime,
+                        image_id[:19],
+                        container.name,
+                    )
+                self.old_configs[image_id] = old.config if old is not None else None
+            config: Mapping[str, Any] | None = self.old_configs[image_id]
+            return config
+
+    def _record(
+        self,
+        name: str,
+        *,
+        recreated: bool = False,
+        unchanged: bool = False,
+        deferred: str | None = None,
+        failure: Failure | None = None,
+    ) -> None:
+        with self.lock:
+            if recreated:
+                self.result.recreated.append(name)
+            if unchanged:
+                self.result.unchanged.append(name)
+            if deferred is not None:
+                self.result.deferred[name] = deferred
+            if failure is not None:
+                self.result.fail(failure)

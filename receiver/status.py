@@ -6,7 +6,14 @@ import datetime
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from .book import DigestBook, PollRecord, RefreshRecord, RuntimeState, TriggerRecord
+from .book import (
+    DigestBook,
+    PollRecord,
+    Quarantine,
+    RefreshRecord,
+    RuntimeState,
+    TriggerRecord,
+)
 from .imageref import ImageRef
 from .poller import Poller, Tick
 
@@ -19,6 +26,10 @@ def iso(timestamp: float | None) -> str | None:
         return None
     moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _quarantine(held: Quarantine) -> dict[str, Any]:
+    return {"digest": held.digest, "reason": held.reason, "since": iso(held.since)}
 
 
 def _trigger(record: TriggerRecord) -> dict[str, Any]:
@@ -61,6 +72,9 @@ def _runtime(image: ImageRef, state: RuntimeState) -> dict[str, Any]:
         "seen": state.seen,
         "refreshing": state.driving,
         "pending": ({"digest": pending.digest, "source": str(pending.source)} if pending else None),
+        "quarantined": _maybe(_quarantine, state.quarantined),
+        "retry_at": iso(state.retry.at) if state.retry else None,
+        "available": state.available,
         "last_trigger": _maybe(_trigger, state.last_trigger),
         "last_refresh": _maybe(_refresh, state.last_refresh),
         "last_poll": _maybe(_poll, state.last_poll),

@@ -29,7 +29,7 @@ _REFUSED = {
     503: DeliveryOutcome.DISABLED,
 }
 # Outcomes of a trigger that start no work: a delivery of only these is not logged at INFO.
-_IDLE = (TriggerOutcome.UNCHANGED, TriggerOutcome.COALESCED)
+_IDLE = (TriggerOutcome.UNCHANGED, TriggerOutcome.COALESCED, TriggerOutcome.QUARANTINED)
 
 Answer = tuple[DeliveryOutcome, JSONResponse]
 

@@ -88,11 +88,7 @@ def deliver(server: ReceiverProcess, ws: Workspaces, digest: str, delivery: str)
 
 def book(server: ReceiverProcess, token: str, runtime: str) -> dict[str, Any]:
     """The status page's record of the runtime: seen digest, last refresh, ..."""
-    answer = httpx.get(
-        f"{server.base}/admin/status", headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-    assert answer.status_code == 200, answer.text
-    record: dict[str, Any] = answer.json()["runtimes"][runtime]
+    record: dict[str, Any] = server.status(token)["runtimes"][runtime]
     return record
 
 
@@ -109,12 +105,7 @@ def last_refresh_at(server: ReceiverProcess, token: str, runtime: str) -> str | 
 
 
 def admin_refresh(server: ReceiverProcess, token: str, runtime: str) -> dict[str, Any]:
-    answer = httpx.post(
-        f"{server.base}/admin/workspace-images/refresh",
-        json={"runtimes": [runtime]},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=120,
-    )
+    answer = server.refresh(token, runtimes=[runtime])
     assert answer.status_code == 200, answer.text
     result: dict[str, Any] = answer.json()
     return result

@@ -5,23 +5,11 @@ repository is missing does not hold the others back."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from tests.support.service import ReceiverProcess, wait_for
 from tests.support.stack import Stack
 from tests.support.token_registry import TokenRegistry
 from tests.support.workspaces import receiver_env
-
-
-def status(server: ReceiverProcess, token: str) -> dict[str, Any]:
-    response = httpx.get(
-        f"{server.base}/admin/status", headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(
@@ -60,10 +48,10 @@ def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(
         )
         wait_for(
             "the book to commit v2",
-            lambda: status(first, token)["runtimes"][runtime]["seen"] == v2.digest,
+            lambda: first.status(token)["runtimes"][runtime]["seen"] == v2.digest,
             first,
         )
-        shown = status(first, token)
+        shown = first.status(token)
     finally:
         assert first.stop(timeout=60) == 0
     mine = shown["runtimes"][runtime]
@@ -83,10 +71,10 @@ def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(
         second.wait_ready("/healthz")
         wait_for(
             "the second receiver's first tick",
-            lambda: status(second, token)["poller"]["ticks"] >= 1,
+            lambda: second.status(token)["poller"]["ticks"] >= 1,
             second,
         )
-        shown = status(second, token)
+        shown = second.status(token)
     finally:
         assert second.stop(timeout=60) == 0
     # Seeded from the host at boot: the tick finds nothing new and touches nothing.
@@ -141,7 +129,7 @@ def test_poller_on_a_token_registry_batches_tokens_and_pulls_with_credentials(
         wait_for(
             "the book to commit",
             lambda: all(
-                status(server, token)["runtimes"][r]["seen"] == newest[r].digest for r in runtimes
+                server.status(token)["runtimes"][r]["seen"] == newest[r].digest for r in runtimes
             ),
             server,
         )

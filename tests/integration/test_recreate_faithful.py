@@ -22,7 +22,8 @@ import pytest
 from receiver import config
 from receiver.cli import build_engine
 from receiver.container import Container
-from receiver.refresh import RefreshResult, RefreshService
+from receiver.refresh import RefreshService
+from receiver.result import RefreshResult
 from receiver.swap import Swapper
 from tests.support.stack import Published, Stack
 

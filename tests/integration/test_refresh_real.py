@@ -122,6 +122,8 @@ def test_refresh_moves_containers_to_v2_keeping_settings_and_data(
         "digests": {world.runtime: v2.digest},
         "repaired": {},
         "removed_images": [],
+        "skipped": {},
+        "deferred": {},
     }
     a = inspect(stack, f"{p}a")
     assert a["Image"] == v2.image_id

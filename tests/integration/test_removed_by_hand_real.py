@@ -11,7 +11,8 @@ import pytest
 
 from receiver.cli import build_engine
 from receiver.container import aside_name
-from receiver.refresh import RefreshResult, RefreshService
+from receiver.refresh import RefreshService
+from receiver.result import RefreshResult
 from tests.support.stack import Stack
 from tests.support.workspaces import Runtime
 

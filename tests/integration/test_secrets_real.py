@@ -4,57 +4,27 @@ reaching a (local) incoming webhook after a real refresh."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import deliveries
 from tests.support.service import ReceiverProcess
+from tests.support.sink import Sink
 from tests.support.stack import Stack
 from tests.support.token_registry import TokenRegistry
 from tests.support.workspaces import Runtime
 
 
-class Sink(http.server.ThreadingHTTPServer):
-    """A local incoming webhook that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        super().__init__(("127.0.0.1", 0), _SinkHandler)
-
-
-class _SinkHandler(http.server.BaseHTTPRequestHandler):
-    server: Sink
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.server.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
 @pytest.fixture
 def sink() -> Iterator[Sink]:
-    server = Sink()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with Sink() as server:
+        yield server
 
 
 def test_no_secret_token_or_body_is_ever_written(
@@ -76,7 +46,7 @@ def test_no_secret_token_or_body_is_ever_written(
         GHCR_TOKEN=creds[1],
         GITHUB_WEBHOOK_SECRET=",".join(webhook_secrets),
         ADMIN_SECRET_KEY_FILE=str(key_file),
-        NOTIFY_URL=f"http://127.0.0.1:{sink.server_address[1]}/services/{hook_token}",
+        NOTIFY_URL=sink.url.replace("/hook", f"/{hook_token}"),
         IMAGE_AUTO_REFRESH="true",
         LOG_LEVEL="DEBUG",
         LOG_FORMAT="json",

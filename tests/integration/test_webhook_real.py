@@ -86,25 +86,12 @@ def test_duplicate_signed_deliveries_swap_each_container_once(stack: Stack, tmp_
             timeout=60,
         )
         time.sleep(1.5)  # room for a wrongful second swap to show up in the events
-        events = list(
-            stack.client.api.events(
-                since=since_ns // 1_000_000_000,
-                until=int(time.time()) + 1,
-                filters={"type": "container", "event": ["create", "destroy"]},
-                decode=True,
-            )
-        )
-        mine = [e for e in events if e["timeNano"] >= since_ns and e["Actor"]["Attributes"]["name"]]
-        created = [e["Actor"]["Attributes"]["name"] for e in mine if e["Action"] == "create"]
-        assert sorted(n for n in created if n.startswith(prefix)) == names
+        seen = stack.events(since_ns, prefix, ("create", "destroy"))
+        assert sorted(e.name for e in seen if e.action == "create") == names
         # A swap ends when the old container (under its aside name) is removed; every
         # answer was in before the first of them ended (each swap takes over 3 s here).
-        ended = [
-            e["timeNano"]
-            for e in mine
-            if e["Action"] == "destroy"
-            and e["Actor"]["Attributes"]["name"] in {aside_name(n) for n in names}
-        ]
+        asides = {aside_name(n) for n in names}
+        ended = [e.at for e in seen if e.action == "destroy" and e.name in asides]
         assert len(ended) == len(names)
         assert answered_ns < min(ended)
 

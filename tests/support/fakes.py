@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from receiver.container import Container
@@ -56,6 +57,8 @@ class FakeEngine:
         self.fail_pull: dict[str, Exception] = {}
         self.start_state: dict[str, Any] = {"Running": True, "Restarting": False}
         self.engine_info = EngineInfo(api_version=(1, 41))
+        # What `exec` answers, by container name: an exit status, or None for a time-out.
+        self.exec_answers: dict[str, int | None] = {}
         self._lock = threading.Lock()
 
     def add(self, inspect: dict[str, Any]) -> str:
@@ -163,6 +166,11 @@ class FakeEngine:
         self._record("remove", container_id, "force" if force else "keep")
         self.containers.pop(container_id, None)
 
+    def exec(self, container_id: str, command: Sequence[str], timeout: float) -> int | None:
+        self._record("exec", container_id, " ".join(command), f"{timeout:g}")
+        name = str(self.containers[container_id]["Name"]).lstrip("/")
+        return self.exec_answers.get(name, 0)
+
     def remove_image(self, image_id: str) -> bool:
         self._record("remove_image", image_id)
         if any(c["Image"] == image_id for c in self.containers.values()):
@@ -173,6 +181,51 @@ class FakeEngine:
     def ops(self) -> list[str]:
         """Just the operation names, in order, without reads."""
         return [c[0] for c in self.calls if c[0] not in ("inspect", "image", "list", "ping")]
+
+
+class ManualClock:
+    """A Clock for timers on the event loop: a pause waits until the test moves time past
+    its end with `advance()`; blocking sleeps (the swap's) pass at once, as in FakeClock."""
+
+    def __init__(self, start: float = 0.0, wall_start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.wall_offset = wall_start - start
+        self.sleeps: list[float] = []
+        self._waiting: list[tuple[float, asyncio.Future[None]]] = []
+
+    def wall(self) -> float:
+        return self.now + self.wall_offset
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def pause(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((self.now + seconds, woken))
+        await woken
+
+    def pending(self) -> list[float]:
+        """When the pauses still waiting end."""
+        return sorted(due for due, woken in self._waiting if not woken.done())
+
+    async def advance(self, seconds: float) -> None:
+        """Move time on, wake every pause that ended, and let the woken tasks run."""
+        self.now += seconds
+        still: list[tuple[float, asyncio.Future[None]]] = []
+        for due, woken in self._waiting:
+            if woken.done():
+                continue
+            if due <= self.now:
+                woken.set_result(None)
+            else:
+                still.append((due, woken))
+        self._waiting = still
+        for _ in range(3):
+            await asyncio.sleep(0)
 
 
 class FakeClock:

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,7 +18,14 @@ from tests.support.daemons import free_port
 class ReceiverProcess:
     """`python -m receiver serve` on 127.0.0.1, its output in a log file."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        port: int | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        """Start it; `cwd` is where `receiver` is imported from (another checkout, say)."""
         self.env = dict(env)
         self.log_path = log_path
         self.port = port or free_port()
@@ -28,6 +36,7 @@ class ReceiverProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=cwd,
             )
 
     def wait_ready(self, path: str = "/readyz", timeout: float = 30) -> None:
@@ -63,6 +72,25 @@ class ReceiverProcess:
             check=True,
         )
         return done.stdout.strip()
+
+    def status(self, token: str) -> dict[str, Any]:
+        """`GET /admin/status` with an admin token; the JSON it answers (200 or it fails)."""
+        answer = httpx.get(
+            f"{self.base}/admin/status", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        if answer.status_code != 200:
+            raise AssertionError(f"/admin/status answered {answer.status_code}: {answer.text}")
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def refresh(self, token: str, **body: Any) -> httpx.Response:
+        """`POST /admin/workspace-images/refresh` with an admin token and a JSON body."""
+        return httpx.post(
+            f"{self.base}/admin/workspace-images/refresh",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=180,
+        )
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, wait, and return the exit status."""

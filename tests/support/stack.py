@@ -21,11 +21,12 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
@@ -59,7 +60,19 @@ CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 _SOCKET_PATH_MAX = 100
 _LONGEST_SOCKET_SUFFIX = "/x/containerd/containerd.sock.ttrpc"
 
-BUSYBOX_APPLETS = ("sh", "sleep", "cat", "echo", "ls", "true", "test", "touch", "mkdir")
+BUSYBOX_APPLETS = (
+    "sh",
+    "sleep",
+    "cat",
+    "echo",
+    "ls",
+    "true",
+    "false",
+    "test",
+    "touch",
+    "mkdir",
+    "rm",
+)
 DEFAULT_CMD = ["/bin/sleep", "3600"]
 # As PID 1, busybox sleep ignores SIGTERM, so `docker stop` of DEFAULT_CMD waits out the
 # whole stop timeout (10 s by default); pass this as `cmd` where stops should be quick.
@@ -73,6 +86,14 @@ class Published:
     ref: str
     image_id: str
     digest: str
+
+
+class ContainerEvent(NamedTuple):
+    """One container event of the engine: when (ns), what (create, die, ...), to whom."""
+
+    at: int
+    action: str
+    name: str
 
 
 def unique(prefix: str) -> str:
@@ -487,6 +508,25 @@ class Stack(Closing):
         if start:
             container.start()
         return str(container.id)
+
+    def events(
+        self, since_ns: int, prefix: str, actions: Iterable[str] = ("create",)
+    ) -> list[ContainerEvent]:
+        """Every container event since `since_ns` (wall time, ns) for names starting with
+        `prefix`, in order; read from `Action` and `Actor`, which every API version has
+        (1.52 dropped `status`)."""
+        events = self.client.api.events(
+            since=since_ns // 1_000_000_000,
+            until=int(time.time()) + 1,
+            filters={"type": "container", "event": list(actions)},
+            decode=True,
+        )
+        found = []
+        for event in events:
+            name = str(event["Actor"]["Attributes"].get("name", ""))
+            if event["timeNano"] >= since_ns and name.startswith(prefix):
+                found.append(ContainerEvent(int(event["timeNano"]), str(event["Action"]), name))
+        return found
 
     def exec(self, container: str, *command: str, check: bool = True) -> str:
         """Run `command` in a running container and return its output, stripped."""

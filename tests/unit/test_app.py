@@ -52,6 +52,8 @@ def test_refresh_answers_the_per_runtime_result(client: AppClient, engine: FakeE
         "digests": {"a": DIGEST},
         "repaired": {},
         "removed_images": [],
+        "skipped": {},
+        "deferred": {},
     }
     replacement = engine.by_name("ws-1")
     assert replacement is not None

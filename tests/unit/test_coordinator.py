@@ -11,9 +11,9 @@ from receiver.book import DigestBook, RefreshRecord
 from receiver.coordinator import Coordinator
 from receiver.errors import EngineUnavailable, PullError
 from receiver.outcomes import ADMIN, POLL, TriggerOutcome, webhook
-from receiver.refresh import RefreshResult
+from receiver.result import RefreshResult
 from tests.support import wiring
-from tests.support.fakes import FakeEngine, container
+from tests.support.fakes import FakeEngine, ManualClock, container
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +36,8 @@ class Gate:
 
 
 def setup(gate: Gate | None = None) -> tuple[FakeEngine, Coordinator, Gate]:
+    """ws-1 and ws-2 run OLD, seen as D1; the registry serves NEW as D2. Time is a
+    ManualClock: retries wait until a test moves it on (`clock(coordinator).advance`)."""
     engine = FakeEngine()
     engine.publish(REF, NEW, D2)
     engine.add(container("ws-1", REF, OLD))
@@ -43,9 +45,14 @@ def setup(gate: Gate | None = None) -> tuple[FakeEngine, Coordinator, Gate]:
     settings = wiring.settings()
     service = wiring.service(engine, settings)
     gate = gate or Gate()
-    book = DigestBook(settings.runtimes)
+    book = DigestBook(settings.runtimes, ManualClock())
     book.seed("a", D1)
     return engine, Coordinator(service, book, run=gate), gate
+
+
+def clock(coordinator: Coordinator) -> ManualClock:
+    assert isinstance(coordinator.clock, ManualClock)
+    return coordinator.clock
 
 
 SCHEDULED, QUEUED = TriggerOutcome.SCHEDULED, TriggerOutcome.QUEUED
@@ -128,8 +135,9 @@ async def test_a_follow_up_already_applied_is_skipped() -> None:
     assert engine.by_name("ws-1")["Image"] == NEWER  # type: ignore[index]
 
 
-async def test_failure_keeps_the_old_digest_so_the_next_trigger_retries() -> None:
-    """A failed refresh rolls back: the same digest triggers again and then succeeds."""
+async def test_a_failure_keeps_the_old_digest_and_its_retry_applies_the_new() -> None:
+    """A failed refresh rolls back (`seen` stays) and is tried again after a backoff; the
+    same digest triggered meanwhile joins that retry instead of starting another."""
     engine, coordinator, gate = setup()
     gate.open.set()
     engine.fail_pull[REF] = PullError("registry down")
@@ -137,10 +145,13 @@ async def test_failure_keeps_the_old_digest_so_the_next_trigger_retries() -> Non
     await coordinator.idle()
     assert coordinator.book.seen("a") == D1
     assert last_refresh(coordinator).ok is False
+    assert coordinator.submit("a", D2, POLL) == COALESCED
+    assert pulls(engine) == 1
     del engine.fail_pull[REF]
-    assert coordinator.submit("a", D2, POLL) == SCHEDULED
+    await clock(coordinator).advance(10)
     await coordinator.idle()
     assert coordinator.book.seen("a") == D2
+    assert coordinator.book.states["a"].retry is None
 
 
 @pytest.mark.parametrize(

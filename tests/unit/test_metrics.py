@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from receiver.coordinator import RefreshEvent
 from receiver.metrics import Metrics, event_label
 from receiver.outcomes import POLL, Failure
-from receiver.refresh import RefreshResult
+from receiver.result import RefreshResult
 from tests.support import deliveries, wiring
 from tests.support.asgi import AppClient
 from tests.support.fakes import STALE_DIGEST, engine_with_stale_workspace

@@ -13,7 +13,7 @@ import pytest
 from receiver.coordinator import RefreshEvent
 from receiver.notify import Notifier, summary
 from receiver.outcomes import Failure, webhook
-from receiver.refresh import RefreshResult
+from receiver.result import RefreshResult
 
 pytestmark = pytest.mark.anyio
 

@@ -12,11 +12,11 @@ from receiver.coordinator import Coordinator
 from receiver.errors import EngineUnavailable, PullError
 from receiver.outcomes import POLL, PollOutcome, TriggerOutcome, webhook
 from receiver.poller import Poller
-from receiver.refresh import RefreshResult
 from receiver.registry import RegistryError
+from receiver.result import RefreshResult
 from receiver.seeding import HostSeed, decide
 from tests.support import wiring
-from tests.support.fakes import FakeClock, FakeEngine, container
+from tests.support.fakes import FakeClock, FakeEngine, ManualClock, container
 
 pytestmark = pytest.mark.anyio
 
@@ -49,12 +49,12 @@ async def run_here(fn: Callable[[], RefreshResult]) -> RefreshResult:
 
 def setup(
     engine: FakeEngine, fetch: Fetch, runtimes: str = "a"
-) -> tuple[Poller, Coordinator, FakeClock]:
+) -> tuple[Poller, Coordinator, ManualClock]:
     settings = wiring.settings(runtimes)
-    clock = FakeClock(wall_start=0)
+    clock = ManualClock(wall_start=0)
     service = wiring.service(engine, settings, clock)
     book = DigestBook(settings.runtimes, clock)
-    coordinator = Coordinator(service, book, run=run_here, clock=clock)
+    coordinator = Coordinator(service, book, run=run_here)
     return Poller(coordinator, fetch, 300, clock=clock), coordinator, clock
 
 
@@ -138,18 +138,20 @@ async def test_containers_on_different_images_refresh_at_the_first_observation()
     assert {engine.by_name(n)["Image"] for n in ("ws-1", "ws-2")} == {NEW}  # type: ignore[index]
 
 
-async def test_a_failed_refresh_rolls_back_and_the_next_tick_retries() -> None:
-    """A pull failure leaves `seen`; the next tick sees the change again and succeeds."""
+async def test_a_failed_refresh_rolls_back_and_is_retried_without_a_new_tick() -> None:
+    """A pull failure leaves `seen`; the next tick's sighting of the same digest joins the
+    planned retry, which applies it once the registry answers."""
     engine = host_running(D1)
     engine.publish(REF_A, NEW, D2)
     engine.fail_pull[REF_A] = PullError("registry 500")
-    poller, coordinator, _ = setup(engine, Fetch({"a": D2}))
+    poller, coordinator, clock = setup(engine, Fetch({"a": D2}))
     assert (await poller.tick()).outcomes == {"a": SCHEDULED}
     await coordinator.idle()
     assert coordinator.book.seen("a") == D1
     assert last_refresh(coordinator).ok is False
+    assert (await poller.tick()).outcomes == {"a": COALESCED}
     del engine.fail_pull[REF_A]
-    assert (await poller.tick()).outcomes == {"a": SCHEDULED}
+    await clock.advance(10)
     await coordinator.idle()
     assert coordinator.book.seen("a") == D2
     assert pulls(engine) == [REF_A, REF_A]

@@ -8,7 +8,8 @@ from receiver.container import Container, Inspect
 from receiver.errors import Cause, EngineUnavailable, PullError, UnknownRuntime
 from receiver.imageref import ImageRef, parse
 from receiver.outcomes import Failure
-from receiver.refresh import RefreshResult, RefreshService
+from receiver.refresh import RefreshService
+from receiver.result import RefreshResult
 from tests.support import wiring
 from tests.support.fakes import FakeEngine, container
 
@@ -72,6 +73,8 @@ def test_refresh_recreates_only_stale_containers_of_each_runtime() -> None:
         "digests": {"a": D2, "b": D1},
         "repaired": {},
         "removed_images": [],
+        "skipped": {},
+        "deferred": {},
     }
     assert stale not in engine.containers
     replacement = engine.by_name("ws-stale")
