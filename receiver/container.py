@@ -51,6 +51,45 @@ def parse_aside(name: str) -> Aside | None:
 
 
 @dataclass(frozen=True)
+class Healthcheck:
+    """A container's HEALTHCHECK timing (the image's, with the container's overrides),
+    in seconds, with the engine's defaults where neither set a value."""
+
+    interval: float = 30.0
+    timeout: float = 30.0
+    start_period: float = 0.0
+    retries: int = 3
+
+    @classmethod
+    def from_config(cls, config: object) -> Healthcheck | None:
+        """The check of a `Config.Healthcheck`, or None without one (or `NONE`)."""
+        if not isinstance(config, Mapping):
+            return None
+        test = config.get("Test") or []
+        if not test or test[0] == "NONE":
+            return None
+        defaults = cls()
+
+        def seconds(key: str, default: float) -> float:
+            value = config.get(key)
+            return value / 1e9 if isinstance(value, int) and value > 0 else default
+
+        retries = config.get("Retries")
+        return cls(
+            interval=seconds("Interval", defaults.interval),
+            timeout=seconds("Timeout", defaults.timeout),
+            start_period=seconds("StartPeriod", defaults.start_period),
+            retries=retries if isinstance(retries, int) and retries > 0 else defaults.retries,
+        )
+
+    @property
+    def deadline(self) -> float:
+        """Seconds after the start by which the engine must have judged the container: its
+        start period, then `retries` failed probes `interval` apart, the last timing out."""
+        return self.start_period + self.interval * self.retries + self.timeout
+
+
+@dataclass(frozen=True)
 class Container:
     """One container: who it is, what it runs, its state; `inspect` keeps the raw JSON."""
 
@@ -66,6 +105,7 @@ class Container:
     dead: bool = False
     exit_code: int = 0
     health: Health | None = None
+    healthcheck: Healthcheck | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_timeout: int | None = None
     inspect: Inspect = field(default_factory=dict, repr=False, compare=False)
@@ -88,6 +128,7 @@ class Container:
             dead=bool(state.get("Dead")),
             exit_code=int(state.get("ExitCode") or 0),
             health=_health(status),
+            healthcheck=Healthcheck.from_config(config.get("Healthcheck")),
             labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
             stop_timeout=timeout if isinstance(timeout, int) and timeout >= 0 else None,
             inspect=data,

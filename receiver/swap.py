@@ -16,6 +16,7 @@ from .spec import build_create_spec
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.2
+_CLOSE_ENOUGH = 0.001
 # The status the engine refuses an invalid create or start with (errdefs.InvalidParameter).
 _INVALID = 400
 
@@ -112,28 +113,37 @@ class Swapper:
             raise
 
     def _wait_ready(self, container_id: str) -> None:
-        """Wait until healthy (with a healthcheck) or still running after the grace period."""
+        """Wait until the new container is proven: healthy, when it has a health check
+        (a check still `starting` is not a failure until its deadline); else still running
+        after the grace period. The health deadline is the one its own check declares
+        (start period + interval x retries + timeout), never less than SWAP_HEALTH_TIMEOUT."""
         settings = self.settings
         started = self.clock.monotonic()
+        grace_ends = started + settings.grace_seconds
+        health_ends: float | None = None
         while True:
             new = self._inspect(container_id)
-            elapsed = self.clock.monotonic() - started
+            now = self.clock.monotonic()
             if not new.running or new.restarting:
                 raise NotReady(f"new container stopped (exit code {new.exit_code})")
             if new.health is Health.UNHEALTHY:
                 raise NotReady("new container is unhealthy")
-            if new.health is Health.HEALTHY or (
-                new.health is None and elapsed >= settings.grace_seconds
-            ):
+            if new.health is Health.HEALTHY:
                 return
-            if new.health is not None and elapsed >= settings.health_timeout:
-                raise NotReady(f"new container not healthy after {settings.health_timeout:g}s")
-            wait = _POLL_SECONDS
             if new.health is None:
-                # Without a healthcheck the answer is due at the grace deadline: look then,
-                # not up to a poll interval later.
-                wait = min(wait, max(settings.grace_seconds - elapsed, 0.0))
-            self.clock.sleep(wait)
+                # Without a health check the answer is due at the grace deadline: look
+                # then, not up to a poll interval later (a millisecond short is enough).
+                remaining = grace_ends - now
+                if remaining <= _CLOSE_ENOUGH:
+                    return
+                self.clock.sleep(min(_POLL_SECONDS, remaining))
+                continue
+            if health_ends is None:
+                declared = new.healthcheck.deadline if new.healthcheck else 0.0
+                health_ends = started + max(declared, settings.health_timeout)
+            if now >= health_ends:
+                raise NotReady(f"new container not healthy after {health_ends - started:g}s")
+            self.clock.sleep(min(_POLL_SECONDS, health_ends - now))
 
     def _inspect(self, container_id: str) -> Container:
         found = self.engine.inspect_container(container_id)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from receiver.config import SwapSettings
-from receiver.container import aside_name, parse_aside
+from receiver.container import Container, aside_name, parse_aside
 from receiver.errors import Cause, EngineError, SwapError
 from receiver.imageref import parse
 from receiver.swap import Swapper
@@ -200,3 +200,60 @@ def test_a_refused_create_or_start_says_whose_fault_it_is(
     assert caught.value.cause is cause
     assert caught.value.restored is True
     assert engine.containers[old]["Name"] == "/ws-1"
+
+
+class BoundedClock(FakeClock):
+    """A fake clock that fails a test instead of letting a wait spin forever."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.sleeps) > 1000:
+            raise AssertionError(f"still waiting after 1000 sleeps (last {seconds!r} s)")
+
+
+def test_the_grace_wait_ends_whatever_the_clock_reads() -> None:
+    """The grace deadline is met even where adding the time left to the clock's reading
+    no longer moves it (float rounding): a wait that spun forever there did hang a run."""
+    engine, _, old = setup()
+    clock = BoundedClock(start=9391.670189485865)
+    swapper = Swapper(engine, SwapSettings(grace_seconds=0.3), clock)
+    swapper.swap(engine.container(old), {}, REF)
+    assert len(clock.sleeps) <= 3
+
+
+@pytest.mark.parametrize(
+    ("healthcheck", "ready_at", "proven"),
+    [
+        # A 90 s start period: healthy at 65 s is inside it, past SWAP_HEALTH_TIMEOUT (60).
+        ({"StartPeriod": 90 * 10**9, "Interval": 10**9, "Retries": 3}, 65.0, True),
+        # The same check still `starting` after its whole deadline (90 + 3 x 1 + 30 s).
+        ({"StartPeriod": 90 * 10**9, "Interval": 10**9, "Retries": 3}, None, False),
+        # A quick check: SWAP_HEALTH_TIMEOUT is the floor (60 s, not 1 + 3 + 1).
+        ({"Interval": 10**9, "Timeout": 10**9, "Retries": 3}, 50.0, True),
+    ],
+)
+def test_the_health_deadline_is_the_checks_own_with_the_setting_as_floor(
+    healthcheck: dict[str, int], ready_at: float | None, proven: bool
+) -> None:
+    """A check still `starting` within its declared period is not a failure."""
+    engine, _, old = setup()
+    clock = FakeClock()
+    swapper = Swapper(engine, SwapSettings(health_timeout=60), clock)
+    real_inspect = engine.inspect_container
+
+    def judged(container_id: str) -> Container | None:
+        found = engine.containers.get(container_id)
+        if found is not None and container_id != old:
+            healthy = ready_at is not None and clock.now >= ready_at
+            found["Config"]["Healthcheck"] = {"Test": ["CMD", "probe"], **healthcheck}
+            found["State"]["Health"] = {"Status": "healthy" if healthy else "starting"}
+        return real_inspect(container_id)
+
+    engine.inspect_container = judged  # type: ignore[method-assign]
+    if proven:
+        swapper.swap(engine.container(old), {}, REF)
+        assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+    else:
+        with pytest.raises(SwapError, match="not healthy after 123s"):
+            swapper.swap(engine.container(old), {}, REF)
+        assert engine.containers[old]["Name"] == "/ws-1"
