@@ -26,6 +26,8 @@ STOPPED_MARK = "-stopped"
 # Labels a workspace says "not me" and "not now" with (README, "Rollout policy").
 ENABLE_LABEL = "workspace-image-receiver.enable"
 PRE_UPDATE_LABEL = "workspace-image-receiver.pre-update"
+# HostConfig modes that can name another container (`container:<id or name>`).
+SHARED_MODES = ("NetworkMode", "PidMode", "IpcMode")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ class Container:
     healthcheck: Healthcheck | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_timeout: int | None = None
+    # HostConfig.AutoRemove (`docker run --rm`): it removes itself when it stops.
+    auto_remove: bool = False
+    # Containers whose namespaces it joins: `container:<id or name>` modes, by kind.
+    joins: Mapping[str, str] = field(default_factory=dict)
     inspect: Inspect = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -115,6 +121,7 @@ class Container:
         """Read the value from `docker inspect` JSON."""
         config: Mapping[str, Any] = data.get("Config") or {}
         state: Mapping[str, Any] = data.get("State") or {}
+        host: Mapping[str, Any] = data.get("HostConfig") or {}
         status = (state.get("Health") or {}).get("Status")
         timeout = config.get("StopTimeout")
         return cls(
@@ -131,8 +138,23 @@ class Container:
             healthcheck=Healthcheck.from_config(config.get("Healthcheck")),
             labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
             stop_timeout=timeout if isinstance(timeout, int) and timeout >= 0 else None,
+            auto_remove=bool(host.get("AutoRemove")),
+            joins={
+                mode: str(host[mode]).removeprefix("container:")
+                for mode in SHARED_MODES
+                if str(host.get(mode) or "").startswith("container:")
+            },
             inspect=data,
         )
+
+    @property
+    def image_name(self) -> str:
+        """`Config.Image` as it was given (what a recreation on the same image names)."""
+        return str((self.inspect.get("Config") or {}).get("Image") or self.image_id)
+
+    def joins_namespaces_of(self, other: Container) -> bool:
+        """Whether it runs in another container's network, PID or IPC namespace."""
+        return any(target in (other.id, other.name) for target in self.joins.values())
 
     @property
     def aside(self) -> Aside | None:

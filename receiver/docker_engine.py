@@ -157,9 +157,10 @@ class DockerEngine:
         )
 
     def list_containers(self, prefix: str) -> list[Container]:
-        """Every container whose name contains `prefix`; the caller anchors the match."""
+        """Every container whose name contains `prefix` (all, for ""); the caller anchors
+        the match."""
         try:
-            rows = self.api().containers(all=True, filters={"name": prefix})
+            rows = self.api().containers(all=True, filters={"name": prefix} if prefix else None)
         except (docker.errors.DockerException, *_UNREACHABLE) as exc:
             raise EngineUnavailable(f"cannot list containers: {exc}") from exc
         found: list[Container] = []
@@ -226,6 +227,16 @@ class DockerEngine:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(_EXEC_POLL_SECONDS)
+
+    def tag(self, image: str, ref: str) -> None:
+        """`docker tag image ref`."""
+        repository, _, tag = ref.rpartition(":")
+        self._call(lambda api: api.tag(image, repository, tag, force=True))
+
+    def untag(self, ref: str) -> None:
+        """`docker rmi --force --no-prune ref`: forced, a name goes even from an image in use
+        (which stays while used); an image nothing uses goes with its last name."""
+        self._call(lambda api: api.remove_image(ref, force=True, noprune=True), missing_ok=True)
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image unless a container (running or not) or a second tag holds it;

@@ -83,6 +83,12 @@ class Engine(Protocol):
         """Run `command` in a running container; its exit status, or None if it took
         longer than `timeout` seconds (it is left running: the API cannot stop it)."""
 
+    def tag(self, image: str, ref: str) -> None:
+        """Make `ref` (`repo:tag`) name `image` (an id or another reference)."""
+
+    def untag(self, ref: str) -> None:
+        """Remove the name `ref`; the image itself stays while a container uses it."""
+
     def remove_image(self, image_id: str) -> bool:
         """Remove an image no container uses (never forced); True when it is gone (removed
         now, or already gone), False when the engine keeps it (in use, or tagged)."""

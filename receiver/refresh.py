@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import imageref, logs, preupdate, rollout
@@ -20,10 +20,12 @@ from .outcomes import Failure
 from .repair import repair
 from .result import RefreshResult
 from .seeding import HostSeed, host_seeds
-from .swap import Swapper
+from .swap import Pin, Swapper
 
 log = logging.getLogger(__name__)
 
+# The tag that keeps an AutoRemove container's old image while its swap is undecided.
+PIN_TAG_PREFIX = "receiver-keep-"
 # Pulls of different runtimes overlap, but not without bound: each is a registry download.
 _MAX_PARALLEL_RUNTIMES = 4
 
@@ -96,14 +98,17 @@ class RefreshService:
                 containers = self._repair(runtime, containers, result)
                 prefix = self.config.container_prefix
                 mine = [c for c in containers if c.is_workspace_of(prefix, ref)]
+            pins: dict[str, str] = {}
             try:
                 # The old images' configs first: the pull may make them unreadable (the
                 # containerd image store forgets an image as soon as no tag names it).
                 self.images.learn(c.image_id for c in mine)
+                pins = self._pin(ref, mine)
                 image = self.engine.pull(ref)
             except EngineError as exc:
                 log.warning("runtime %s: %s", runtime, exc)
                 result.fail(Failure.of(runtime, exc))
+                _unpin(self.engine, pins.values())
                 return result
             self.images.remember(image)
             result.pulled.append(runtime)
@@ -111,9 +116,31 @@ class RefreshService:
             if digest:
                 result.digests[runtime] = digest
             log.info("runtime %s: pulled %s (%s)", runtime, ref, digest or image.id)
-            if recreate:
-                self._recreate(runtime, mine, image, ref, Plan(force=force, hold=hold), result)
+            try:
+                if recreate:
+                    plan = Plan(force=force, hold=hold, pins=pins)
+                    self._recreate(runtime, mine, image, ref, plan, result)
+            finally:
+                # The swaps are decided: the old images need their pins no more.
+                _unpin(self.engine, pins.values())
             return result
+
+    def _pin(self, ref: imageref.ImageRef, containers: Sequence[Container]) -> dict[str, str]:
+        """Tag, before the pull, the old image of each running AutoRemove container: its
+        swap's undo recreates it from that image, which must outlive the tag's move."""
+        pins: dict[str, str] = {}
+        for container in containers:
+            image_id = container.image_id
+            if not (container.auto_remove and container.running) or image_id in pins:
+                continue
+            pin = f"{ref.name}:{PIN_TAG_PREFIX}{image_id.removeprefix('sha256:')[:12]}"
+            try:
+                self.engine.tag(image_id, pin)
+            except EngineError as exc:
+                log.warning("could not pin %s for %s: %s", image_id[:19], container.name, exc)
+                continue
+            pins[image_id] = pin
+        return pins
 
     def host_seeds(self, runtimes: Sequence[str]) -> dict[str, HostSeed]:
         """What the host runs for each runtime (boot seeding); the images read are kept."""
@@ -169,8 +196,11 @@ class RefreshService:
             return
         log.info("runtime %s: recreating %d container(s) on %s", runtime, len(stale), image.id[:19])
         swaps = _Swaps(self, runtime, image, ref, plan, result)
-        rest = swaps.canaries(stale, self.config.rollout.canary)
-        swaps.all(rest)
+        swaps.dependents = _dependents(self.engine.list_containers(""), stale)
+        followers = {d.id for ds in swaps.dependents.values() for d in ds}
+        # A workspace that joins another's namespaces follows that one's swap.
+        stale = [c for c in stale if c.id not in followers]
+        swaps.all(swaps.canaries(stale, self.config.rollout.canary))
         if self.config.image_cleanup:
             self._remove_images(runtime, set(swaps.old_configs) - {image.id}, result)
 
@@ -190,10 +220,30 @@ class RefreshService:
 @dataclass(frozen=True)
 class Plan:
     """How to refresh: `force` recreates containers already on the image (and skips their
-    pre-update hooks); `hold` is a quarantined digest that must not be applied."""
+    pre-update hooks); `hold` is a quarantined digest that must not be applied; `pins`
+    name, by image id, the tags keeping AutoRemove containers' old images."""
 
     force: bool = False
     hold: str | None = None
+    pins: Mapping[str, str] = field(default_factory=dict)
+
+
+def _dependents(
+    everything: Sequence[Container], stale: Sequence[Container]
+) -> dict[str, list[Container]]:
+    """For each stale container, the containers that join its namespaces."""
+    return {
+        owner.id: [c for c in everything if c.aside is None and c.joins_namespaces_of(owner)]
+        for owner in stale
+    }
+
+
+def _unpin(engine: Engine, pins: Iterable[str]) -> None:
+    for pin in pins:
+        try:
+            engine.untag(pin)
+        except EngineError as exc:
+            log.warning("could not remove the tag %s: %s", pin, exc)
 
 
 class SwapOutcome(enum.Enum):
@@ -225,6 +275,7 @@ class _Swaps:
         self.plan = plan
         self.result = result
         self.old_configs: dict[str, Any] = {}
+        self.dependents: dict[str, list[Container]] = {}
         self.lock = threading.Lock()
         # Pool threads start with an empty logging context: carry this one over.
         self.tags = logs.current_context()
@@ -300,7 +351,14 @@ class _Swaps:
             log.info("runtime %s: %s deferred: %s", runtime, name, waiting)
             self._record(name, deferred=waiting)
             return SwapOutcome.DEFERRED
-        service.swapper.swap(fresh, self._old_config(fresh), str(self.ref))
+        pin = self.plan.pins.get(fresh.image_id)
+        service.swapper.swap(
+            fresh,
+            self._old_config(fresh),
+            str(self.ref),
+            dependents=self.dependents.get(fresh.id, ()),
+            pin=Pin(pin, str(self.ref), self.image.id) if pin else None,
+        )
         log.info("runtime %s: recreated %s", runtime, name)
         self._record(name, recreated=True)
         return SwapOutcome.RECREATED

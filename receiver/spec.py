@@ -74,7 +74,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from .container import Container, Inspect
+from .container import SHARED_MODES, Container, Inspect
 from .engine import CreateSpec
 
 # Config keys whose value is dropped when it merely equals the old image's default, so the
@@ -272,3 +272,14 @@ def _minus_map(
         key: value for key, value in (values or {}).items() if key not in base or base[key] != value
     }
     return remaining or None
+
+
+def rejoin(spec: CreateSpec, owner: Container, new_owner_id: str) -> CreateSpec:
+    """`spec` with every namespace it shared with `owner` (`container:<id or name>`) now
+    shared with the container `new_owner_id` that replaced it."""
+    host_config = dict(spec.body.get("HostConfig") or {})
+    for mode in SHARED_MODES:
+        target = str(host_config.get(mode) or "")
+        if target.removeprefix("container:") in (owner.id, owner.name):
+            host_config[mode] = f"container:{new_owner_id}"
+    return CreateSpec(spec.name, {**spec.body, "HostConfig": host_config}, spec.extra_networks)

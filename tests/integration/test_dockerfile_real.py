@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import docker
 import docker.errors
@@ -187,12 +187,7 @@ def test_image_refreshes_a_workspace_as_non_root(
         return bytes(container.logs()).decode(errors="replace")
 
     def on_v2() -> bool:
-        # Mid-swap the name may be free for a moment (the old one is renamed aside).
-        try:
-            found: dict[str, Any] = stack.client.api.inspect_container(f"{prefix}one")
-        except docker.errors.NotFound:
-            return False
-        return found["Image"] == v2.image_id and found["State"]["Running"] is True
+        return stack.running_image(f"{prefix}one") == (v2.image_id, True)
 
     def health() -> str:
         container.reload()

@@ -30,11 +30,13 @@ def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(
     }
 
     def images() -> dict[str, tuple[str, bool]]:
-        """Container id → (image id, running), by the workspace names."""
+        """Container id → (image id, running), by the workspace names (mid-swap, a name
+        may be unbound: that workspace is then left out)."""
         found = {}
         for name in ("one", "two"):
-            inspect = stack.client.api.inspect_container(f"{prefix}{name}")
-            found[inspect["Id"]] = (inspect["Image"], inspect["State"]["Running"])
+            inspect = stack.named(f"{prefix}{name}")
+            if inspect is not None:
+                found[inspect["Id"]] = (inspect["Image"], inspect["State"]["Running"])
         return found
 
     first = ReceiverProcess(env, tmp_path / "first.log")
@@ -115,11 +117,10 @@ def test_poller_on_a_token_registry_batches_tokens_and_pulls_with_credentials(
     }
 
     def on_v2() -> bool:
-        for runtime in runtimes:
-            inspect = stack.client.api.inspect_container(f"{prefix}{runtime}")
-            if inspect["Image"] != newest[runtime].image_id or not inspect["State"]["Running"]:
-                return False
-        return True
+        return all(
+            stack.running_image(f"{prefix}{runtime}") == (newest[runtime].image_id, True)
+            for runtime in runtimes
+        )
 
     server = ReceiverProcess(env, tmp_path / "serve.log")
     try:

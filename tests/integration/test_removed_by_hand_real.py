@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import docker.errors
 import pytest
 
 from receiver.cli import build_engine
@@ -15,14 +14,6 @@ from receiver.refresh import RefreshService
 from receiver.result import RefreshResult
 from tests.support.stack import Stack
 from tests.support.workspaces import Runtime
-
-
-def running_image(stack: Stack, name: str) -> tuple[str, bool] | None:
-    try:
-        inspect = stack.client.api.inspect_container(name)
-    except docker.errors.NotFound:
-        return None
-    return inspect["Image"], inspect["State"]["Running"]
 
 
 @pytest.mark.parametrize("removed", ["the replacement", "the old container"])
@@ -40,7 +31,7 @@ def test_a_container_removed_by_hand_mid_swap(stack: Stack, removed: str) -> Non
     worker.start()
     aside = aside_name(name)
     deadline = time.monotonic() + 30
-    while running_image(stack, aside) is None or running_image(stack, name) != (
+    while stack.running_image(aside) is None or stack.running_image(name) != (
         v2.image_id,
         True,
     ):
@@ -51,11 +42,11 @@ def test_a_container_removed_by_hand_mid_swap(stack: Stack, removed: str) -> Non
     engine.close()
 
     result = results[0]
-    assert running_image(stack, aside) is None
+    assert stack.running_image(aside) is None
     if removed == "the replacement":
         assert "disappeared" in result.failed[name].reason
         assert "old container restored" in result.failed[name].reason
-        assert running_image(stack, name) == (v1.image_id, True)
+        assert stack.running_image(name) == (v1.image_id, True)
     else:
         assert result.recreated == [name]
-        assert running_image(stack, name) == (v2.image_id, True)
+        assert stack.running_image(name) == (v2.image_id, True)

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import docker.errors
 import pytest
 
 from receiver.container import aside_name
 from tests.support.service import ReceiverProcess, wait_for
 from tests.support.stack import Published, Stack
 from tests.support.workspaces import Runtime
-
-
-def named(stack: Stack, name: str) -> dict[str, object] | None:
-    """The container called exactly `name` (names are never hex, so never an id prefix)."""
-    try:
-        inspect: dict[str, object] = stack.client.api.inspect_container(name)
-    except docker.errors.NotFound:
-        return None
-    return inspect
 
 
 def kill_mid_swap(stack: Stack, tmp_path: Path) -> tuple[Runtime, Published, Published]:
@@ -36,8 +26,8 @@ def kill_mid_swap(stack: Stack, tmp_path: Path) -> tuple[Runtime, Published, Pub
     aside = aside_name(one)
 
     def mid_swap() -> bool:
-        new = named(stack, one)
-        if named(stack, aside) is None or new is None or new["Image"] != v2.image_id:
+        new = stack.named(one)
+        if stack.named(aside) is None or new is None or new["Image"] != v2.image_id:
             return False
         state = new["State"]
         return isinstance(state, dict) and bool(state["Running"])
@@ -73,8 +63,8 @@ def test_sigkill_mid_swap_is_repaired_at_the_next_start(
         stack.client.api.remove_container(name, force=True)
     log = restart(runtime, tmp_path / "restarted.log")
 
-    assert named(stack, f"{name}-receiver-aside") is None, log
-    container = named(stack, name)
+    assert stack.named(f"{name}-receiver-aside") is None, log
+    container = stack.named(name)
     assert container is not None, log
     state = container["State"]
     assert isinstance(state, dict)
@@ -93,12 +83,12 @@ def test_sigterm_lets_a_swap_in_flight_finish(stack: Stack, tmp_path: Path) -> N
     server = ReceiverProcess(env, tmp_path / "terminated.log")
     aside = aside_name(one)
     try:
-        wait_for("the swap to start", lambda: named(stack, aside) is not None, server)
+        wait_for("the swap to start", lambda: stack.named(aside) is not None, server)
     finally:
         code = server.stop(timeout=60)
     assert code == 0
-    container = named(stack, one)
+    container = stack.named(one)
     assert container is not None
     assert container["Image"] == v2.image_id
-    assert named(stack, aside) is None
+    assert stack.named(aside) is None
     assert "recreated" in server.log()

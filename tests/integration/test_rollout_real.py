@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import pytest
 
 from receiver.container import ENABLE_LABEL, PRE_UPDATE_LABEL
@@ -58,15 +57,7 @@ def book(server: ReceiverProcess, token: str, runtime: Runtime) -> dict[str, Any
 def images(stack: Stack, runtime: Runtime) -> dict[str, tuple[str, bool] | None]:
     """Each workspace's image id and whether it runs (None while its swap has the name
     unbound)."""
-    found: dict[str, tuple[str, bool] | None] = {}
-    for name in NAMES:
-        try:
-            inspect = stack.client.api.inspect_container(f"{runtime.prefix}{name}")
-        except docker.errors.NotFound:
-            found[name] = None
-            continue
-        found[name] = (inspect["Image"], inspect["State"]["Running"])
-    return found
+    return {name: stack.running_image(f"{runtime.prefix}{name}") for name in NAMES}
 
 
 def fleet(runtime: Runtime, **workspace: Any) -> Published:
@@ -215,7 +206,7 @@ def test_a_busy_workspace_defers_and_is_updated_once_it_is_idle(
         stack.exec(busy, "rm", "/tmp/busy")
         wait_for(
             "the swap",
-            lambda: stack.client.api.inspect_container(busy)["Image"] == v2.image_id,
+            lambda: stack.running_image(busy) == (v2.image_id, True),
             server,
             timeout=30,
         )

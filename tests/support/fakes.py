@@ -156,6 +156,9 @@ class FakeEngine:
 
     def stop(self, container_id: str, timeout: int) -> None:
         self._record("stop", container_id, str(timeout))
+        if (self.containers[container_id].get("HostConfig") or {}).get("AutoRemove"):
+            del self.containers[container_id]  # `docker run --rm`: gone once it stops
+            return
         self.containers[container_id]["State"] = {
             "Running": False,
             "Restarting": False,
@@ -170,6 +173,14 @@ class FakeEngine:
         self._record("exec", container_id, " ".join(command), f"{timeout:g}")
         name = str(self.containers[container_id]["Name"]).lstrip("/")
         return self.exec_answers.get(name, 0)
+
+    def tag(self, image: str, ref: str) -> None:
+        self._record("tag", image, ref)
+        self.images[ref] = self.images[image]
+
+    def untag(self, ref: str) -> None:
+        self._record("untag", ref)
+        self.images.pop(ref, None)
 
     def remove_image(self, image_id: str) -> bool:
         self._record("remove_image", image_id)

@@ -509,6 +509,20 @@ class Stack(Closing):
             container.start()
         return str(container.id)
 
+    def named(self, name: str) -> dict[str, Any] | None:
+        """The inspect of the container called exactly `name`, or None: during its swap a
+        workspace's name is briefly unbound (the old one waits under its aside name)."""
+        try:
+            found: dict[str, Any] = self.client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return None
+        return found
+
+    def running_image(self, name: str) -> tuple[str, bool] | None:
+        """(image id, running) of the container called `name`, or None while unbound."""
+        found = self.named(name)
+        return None if found is None else (str(found["Image"]), bool(found["State"]["Running"]))
+
     def events(
         self, since_ns: int, prefix: str, actions: Iterable[str] = ("create",)
     ) -> list[ContainerEvent]:

@@ -8,9 +8,10 @@ import pytest
 
 from receiver.config import SwapSettings
 from receiver.container import Container, aside_name, parse_aside
+from receiver.engine import CreateSpec, Image
 from receiver.errors import Cause, EngineError, SwapError
 from receiver.imageref import parse
-from receiver.swap import Swapper
+from receiver.swap import Pin, Swapper
 from tests.support.fakes import FakeClock, FakeEngine, container
 
 REF = "ghcr.io/org/workspace-template-a:latest"
@@ -257,3 +258,113 @@ def test_the_health_deadline_is_the_checks_own_with_the_setting_as_floor(
         with pytest.raises(SwapError, match="not healthy after 123s"):
             swapper.swap(engine.container(old), {}, REF)
         assert engine.containers[old]["Name"] == "/ws-1"
+
+
+def auto_remove_setup() -> tuple[FakeEngine, Swapper, str, Pin]:
+    """ws-1 runs OLD with AutoRemove; the tag has moved to NEW, a pin keeps OLD."""
+    engine, swapper, old = setup()
+    engine.containers[old]["HostConfig"]["AutoRemove"] = True
+    engine.images["ghcr.io/org/workspace-template-a:receiver-keep-0a"] = Image(OLD)
+    engine.images[OLD] = Image(OLD)
+    pin = Pin("ghcr.io/org/workspace-template-a:receiver-keep-0a", REF, NEW)
+    return engine, swapper, old, pin
+
+
+def test_an_auto_remove_container_is_replaced_without_an_old_one_to_remove() -> None:
+    """--rm: the old container removed itself at its stop; the replacement keeps AutoRemove."""
+    engine, swapper, old, pin = auto_remove_setup()
+    new = swapper.swap(engine.container(old), {}, REF, pin=pin)
+    assert old not in engine.containers
+    assert engine.containers[new]["Name"] == "/ws-1"
+    assert engine.containers[new]["HostConfig"]["AutoRemove"] is True
+    assert engine.containers[new]["State"]["Running"] is True
+
+
+def test_a_failed_swap_of_an_auto_remove_container_recreates_the_old_one() -> None:
+    """Its replacement exits: the old container (gone at its stop) is recreated exactly, on
+    the pinned old image, under its name, running; the workspaces' tag is back on NEW."""
+    engine, swapper, old, pin = auto_remove_setup()
+    engine.start_state = {"Running": False, "Restarting": False, "ExitCode": 1}
+    real_start = engine.start
+
+    def start(container_id: str) -> None:
+        real_start(container_id)
+        if engine.containers[container_id]["Image"] == OLD:
+            engine.containers[container_id]["State"] = {"Running": True}
+
+    engine.start = start  # type: ignore[method-assign]
+    with pytest.raises(SwapError) as caught:
+        swapper.swap(engine.container(old), {}, REF, pin=pin)
+    assert caught.value.restored is True
+    assert caught.value.cause is Cause.IMAGE
+    back = engine.by_name("ws-1")
+    assert back is not None
+    assert back["Image"] == OLD
+    assert back["State"]["Running"] is True
+    assert back["Config"]["Image"] == REF  # still a workspace of its runtime
+    assert [c["Name"] for c in engine.containers.values()] == ["/ws-1"]
+    assert engine.images[REF].id == NEW
+    assert [c[1:] for c in engine.calls if c[0] == "tag"] == [(pin.tag, REF), (NEW, REF)]
+
+
+def test_an_auto_remove_container_without_a_pin_is_left_alone() -> None:
+    """No way to undo: it is not stopped at all."""
+    engine, swapper, old, _ = auto_remove_setup()
+    with pytest.raises(SwapError, match="pinned") as caught:
+        swapper.swap(engine.container(old), {}, REF)
+    assert caught.value.restored is True
+    assert engine.ops() == []
+
+
+def sharing(engine: FakeEngine, owner: str, mode: str) -> str:
+    """A sidecar that joins `owner`'s namespace (`--network` or `--pid container:<id>`)."""
+    side = container("side", "ghcr.io/org/sidecar:1", "sha256:" + "5c" * 32)
+    side["HostConfig"] = {
+        "NetworkMode": f"container:{owner}" if mode == "network" else "none",
+        **({"PidMode": f"container:{owner}"} if mode == "pid" else {}),
+    }
+    engine.images["ghcr.io/org/sidecar:1"] = Image("sha256:" + "5c" * 32)
+    return engine.add(side)
+
+
+@pytest.mark.parametrize("mode", ["network", "pid"])
+def test_dependents_follow_the_container_they_share(mode: str) -> None:
+    """Once the replacement is proven, a container in its network or PID namespace is
+    recreated joining the replacement, on its own image, still running."""
+    engine, swapper, old = setup()
+    side = sharing(engine, old, mode)
+    new = swapper.swap(engine.container(old), {}, REF, dependents=[engine.container(side)])
+    follower = engine.by_name("side")
+    assert follower is not None
+    assert follower["Id"] != side
+    assert follower["HostConfig"][{"network": "NetworkMode", "pid": "PidMode"}[mode]] == (
+        f"container:{new}"
+    )
+    assert follower["Image"] == "sha256:" + "5c" * 32
+    assert follower["State"]["Running"] is True
+    assert side not in engine.containers
+    assert old not in engine.containers
+
+
+def test_a_dependent_that_cannot_follow_undoes_the_whole_swap() -> None:
+    """The sidecar's recreation fails: the owner's swap is undone, and both run on as they
+    were, the sidecar joined to the old owner again."""
+    engine, swapper, old = setup()
+    side = sharing(engine, old, "pid")
+    real_create = engine.create_container
+
+    def create(spec: CreateSpec) -> str:
+        if spec.name == "side":
+            raise EngineError("no room", status=500)
+        return real_create(spec)
+
+    engine.create_container = create  # type: ignore[method-assign]
+    engine.containers[side]["State"]["Running"] = True
+    with pytest.raises(SwapError) as caught:
+        swapper.swap(engine.container(old), {}, REF, dependents=[engine.container(side)])
+    assert caught.value.restored is True
+    assert engine.containers[old]["Name"] == "/ws-1"
+    assert engine.containers[old]["State"]["Running"] is True
+    assert engine.containers[side]["Name"] == "/side"
+    assert engine.containers[side]["State"]["Running"] is True
+    assert sorted(engine.containers) == sorted([old, side])
