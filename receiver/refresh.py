@@ -134,6 +134,10 @@ class RefreshService:
             if not (container.auto_remove and container.running) or image_id in pins:
                 continue
             pin = f"{ref.name}:{PIN_TAG_PREFIX}{image_id.removeprefix('sha256:')[:12]}"
+            # An image no tag names is gone from the containerd image store (its container
+            # runs on): pulled again by its digest, it can be pinned.
+            if self.images.get(image_id) is None:
+                self.images.recover(image_id, ref)
             try:
                 self.engine.tag(image_id, pin)
             except EngineError as exc:

@@ -287,8 +287,10 @@ class Swapper:
         """The undo of an AutoRemove container's swap: the old container, recreated exactly
         on its old image (the workspaces' tag points there for the create), started."""
         name = container.name
-        if new_id is not None:
+        if new_id is not None and self.engine.inspect_container(new_id) is not None:
             # Still holding the volumes (their data) until the old container has them back.
+            # (An AutoRemove replacement that could not start has removed itself already;
+            # it named the volumes, so the engine kept them.)
             self.engine.rename(new_id, f"{name}{_FAILED_SUFFIX}")
         with self._create_lock:
             self.engine.tag(pin.tag, pin.ref)

@@ -53,6 +53,7 @@ class Kinds:
 def make_kinds(stack: Stack) -> Kinds:
     runtime = Runtime.make(stack)
     v1 = runtime.publish("v1", cmd=QUICK_STOP, volumes=["/anon"])
+    stack.pull_local(v1.ref)
     kinds = Kinds(stack, runtime, v1, aux=f"{stack.unique('aux')}-")
     stack.track_container(kinds.aux)
     api = stack.client.api
@@ -186,11 +187,15 @@ def test_onto_a_broken_image_every_kind_is_back_as_it_was(
 ) -> None:
     kinds, result = broken
     assert "RESTORE FAILED" not in str(result.as_json())
-    assert set(result.failed) == {
-        kinds.name(k) for k in ("autoremove", "slowhealth", "tuned", "owner")
-    }
+    assert set(result.failed) == {kinds.name(k) for k in ("autoremove", "tuned", "owner")}
     assert all(failure.restored for failure in result.failed.values())
-    for kind in ("autoremove", "slowhealth", "tuned", "stopped", "owner", "paused"):
+    # slowhealth runs its own command, not the image's broken one: it moved, healthy.
+    assert kinds.name("slowhealth") in result.recreated
+    assert kinds.inspect("slowhealth")["State"]["Health"]["Status"] == "healthy"
+    # With no canary a stopped container, which proves nothing, moves (recreated stopped);
+    # with one it waits for the canary: test_a_stopped_workspace_waits_for_a_canary.
+    assert kinds.inspect("stopped")["State"]["Running"] is False
+    for kind in ("autoremove", "tuned", "owner", "paused"):
         old, now = kinds.before[kind], kinds.inspect(kind)
         assert now["Image"] == kinds.v1.image_id, kind
         assert now["State"]["Running"] is old["State"]["Running"], kind
@@ -208,6 +213,7 @@ def test_a_check_that_fails_after_its_start_period_is_rolled_back(stack: Stack) 
     """Unhealthy once its start period is over: rolled back, the old container running."""
     runtime = Runtime.make(stack)
     v1 = runtime.publish("v1", cmd=QUICK_STOP)
+    stack.pull_local(v1.ref)
     name = f"{runtime.prefix}sick"
     api = stack.client.api
     api.create_container(
@@ -244,6 +250,7 @@ def test_a_restarting_workspace_is_left_to_settle(stack: Stack) -> None:
     deferred, not swapped; the engine goes on restarting it."""
     runtime = Runtime.make(stack)
     v1 = runtime.publish("v1", cmd=["/bin/sh", "-c", "exit 1"])
+    stack.pull_local(v1.ref)
     name = f"{runtime.prefix}looping"
     api = stack.client.api
     api.create_container(
@@ -274,3 +281,23 @@ def test_a_restarting_workspace_is_left_to_settle(stack: Stack) -> None:
         engine.close()
     assert result.deferred == {name: "restarting"}
     assert api.inspect_container(name)["Image"] == v1.image_id
+
+
+def test_a_stopped_workspace_waits_for_a_canary(stack: Stack) -> None:
+    """A broken image: the running canary fails, and the stopped workspace, which could not
+    have told, is held on the old image, still stopped."""
+    runtime = Runtime.make(stack)
+    v1 = runtime.publish("v1", cmd=QUICK_STOP)
+    runner = runtime.workspace("runner", v1)
+    idle = runtime.workspace("idle", v1, start=False)
+    runtime.publish("v2", cmd=["/bin/no-such-command"])
+    resolved = runtime.settings()
+    engine = build_engine(resolved)
+    try:
+        result = RefreshService(resolved, engine).refresh()
+    finally:
+        engine.close()
+    assert list(result.failed) == [runner]
+    assert result.deferred == {idle: f"held: the canary {runner} failed"}
+    assert stack.running_image(idle) == (v1.image_id, False)
+    assert stack.running_image(runner) == (v1.image_id, True)
