@@ -108,7 +108,6 @@ def make_kinds(stack: Stack) -> Kinds:
             v1.ref, name=side, command=QUICK_STOP, host_config=api.create_host_config(**shared)
         )
         api.start(side)
-    time.sleep(6)  # slowhealth healthy, every one settled
     for kind in ("autoremove", "slowhealth", "tuned", "paused", "stopped", "owner"):
         kinds.before[kind] = kinds.inspect(kind)
     return kinds
