@@ -18,7 +18,7 @@ from . import admin, probes, status, webhooks
 from .admin_auth import AdminTokens
 from .book import DigestBook
 from .config import Config
-from .coordinator import Coordinator, Listener
+from .coordinator import Coordinator, Listener, Refresher
 from .engine import Engine
 from .errors import EngineError
 from .metrics import Metrics
@@ -137,7 +137,7 @@ def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
 def build_app(
     settings: Config,
     engine: Engine,
-    service: RefreshService | None = None,
+    service: Refresher | None = None,
     http: httpx.AsyncClient | None = None,
 ) -> Starlette:
     """Compose the service: refresh service, digest book, coordinator, registry client, tokens,
@@ -152,7 +152,9 @@ def build_app(
         listeners.append(notifier)
     parts = Parts(
         coordinator=Coordinator(service, DigestBook(settings.runtimes), listeners=listeners),
-        registry=RegistryClient(http, settings.registry_auth),
+        registry=RegistryClient(
+            http, settings.registry_auth, insecure=settings.insecure_registries
+        ),
         tokens=AdminTokens(settings.admin_keys) if settings.admin_keys else None,
         metrics=metrics,
         notifier=notifier,

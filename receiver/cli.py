@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from . import __version__, config, logs
 from .admin_auth import DEFAULT_TTL, AdminTokens
+from .coordinator import Refresher
 from .docker_engine import DockerEngine
 from .errors import ConfigError, EngineUnavailable, UnknownRuntime
 from .refresh import RefreshService
@@ -25,6 +26,16 @@ def build_engine(settings: config.Config) -> DockerEngine:
         platform=settings.image_platform,
         max_connections=settings.swap.parallelism * 2 + 4,
     )
+
+
+def build_refresher(settings: config.Config, engine: DockerEngine) -> Refresher:
+    """What refreshes the runtimes: this host's containers, or the Swarm's services."""
+    if settings.orchestrator is config.Orchestrator.SWARM:
+        from .docker_swarm import DockerSwarm
+        from .swarm import SwarmService
+
+        return SwarmService(settings, DockerSwarm(engine))
+    return RefreshService(settings, engine)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +101,7 @@ def _serve(settings: config.Config, host: str, port: int) -> int:
 
     engine = build_engine(settings)
     try:
-        serve(build_app(settings, engine), host, port)
+        serve(build_app(settings, engine, build_refresher(settings, engine)), host, port)
     finally:
         engine.close()
     return EXIT_OK
@@ -101,7 +112,8 @@ def _refresh(
 ) -> int:
     engine = build_engine(settings)
     try:
-        result = RefreshService(settings, engine).refresh(runtimes, recreate=recreate, force=force)
+        refresher = build_refresher(settings, engine)
+        result = refresher.refresh(runtimes, recreate=recreate, force=force)
     except UnknownRuntime as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

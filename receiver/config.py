@@ -25,6 +25,7 @@ DOCKER_ENV_NAMES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 
 _RUNTIME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 _PREFIX = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
 _PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
@@ -46,6 +47,13 @@ class RefreshMode(enum.StrEnum):
 
     APPLY = "apply"  # pull it and swap the workspaces onto it
     NOTIFY = "notify"  # only report it (status `available`, NOTIFY_URL); an admin applies
+
+
+class Orchestrator(enum.StrEnum):
+    """What keeps the workspaces: the Docker engine itself, or a Swarm."""
+
+    DOCKER = "docker"  # workspaces are containers on this host's engine
+    SWARM = "swarm"  # workspaces are services of the Swarm whose manager DOCKER_HOST is
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,11 @@ class Config:
     log_format: str = "text"
     swap: SwapSettings = SwapSettings()
     rollout: RolloutSettings = RolloutSettings()
+    orchestrator: Orchestrator = Orchestrator.DOCKER
+    # Registries (host:port) the receiver may reach over plain HTTP besides loopback ones.
+    insecure_registries: tuple[str, ...] = ()
+    # Swarm mode: how long one wait for services' rolling updates lasts, seconds.
+    swarm_update_timeout: float = 300.0
     image_cleanup: bool = False
     docker_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -210,6 +223,15 @@ def load(env: Mapping[str, str]) -> Config:
     if retry_max < retry_min:
         r.problems.append("RETRY_MAX_SECONDS: below RETRY_MIN_SECONDS")
 
+    orchestrator_text = (r.raw("ORCHESTRATOR") or Orchestrator.DOCKER).lower()
+    if orchestrator_text not in tuple(Orchestrator):
+        r.problems.append(f"ORCHESTRATOR: {orchestrator_text!r} is not docker or swarm")
+        orchestrator_text = Orchestrator.DOCKER
+    insecure = split_list(r.raw("INSECURE_REGISTRIES"))
+    for entry in insecure:
+        if not _HOST_PORT.fullmatch(entry):
+            r.problems.append(f"INSECURE_REGISTRIES: {entry!r} is not host:port")
+
     notify_url = r.secret("NOTIFY_URL")
     if notify_url and not notify_url.startswith(("http://", "https://")):
         r.problems.append("NOTIFY_URL: must be an http:// or https:// URL")
@@ -244,6 +266,9 @@ def load(env: Mapping[str, str]) -> Config:
             pre_update_timeout=r.number("PRE_UPDATE_TIMEOUT", 30.0, minimum=1),
             mode=RefreshMode(mode_text),
         ),
+        orchestrator=Orchestrator(orchestrator_text),
+        insecure_registries=tuple(entry.lower() for entry in insecure),
+        swarm_update_timeout=r.number("SWARM_UPDATE_TIMEOUT", 300.0, minimum=1),
         image_cleanup=r.flag("IMAGE_CLEANUP"),
         docker_env={name: env[name] for name in DOCKER_ENV_NAMES if env.get(name)},
     )

@@ -12,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from anyio import to_thread
 
 from . import rollout
 from .book import DigestBook, Pending, Quarantine
 from .clock import Clock
-from .config import RefreshMode, RolloutSettings
+from .config import Config, RefreshMode, RolloutSettings
 from .errors import EngineError
 from .outcomes import ADMIN, RETRY, Failure, Source, SourceKind, TriggerOutcome
-from .refresh import RefreshService
 from .result import RefreshResult
+from .seeding import HostSeed
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,34 @@ Runner = Callable[[Callable[[], RefreshResult]], Awaitable[RefreshResult]]
 Draw = Callable[[float, float], float]
 
 
+class Refresher(Protocol):
+    """What refreshes runtimes: the containers of this host's engine (refresh.py) or the
+    services of a Swarm (swarm.py). Its calls block; the coordinator runs them in threads."""
+
+    @property
+    def config(self) -> Config:
+        """The receiver's settings."""
+
+    def check_runtimes(self, runtimes: Iterable[str] | None) -> list[str]:
+        """The runtimes meant (all when None); raise UnknownRuntime for a stranger."""
+
+    def refresh(
+        self, runtimes: Sequence[str] | None = None, *, recreate: bool = True, force: bool = False
+    ) -> RefreshResult:
+        """Refresh the runtimes at once, outside the book (the command line)."""
+
+    def refresh_runtime(
+        self, runtime: str, *, recreate: bool = True, force: bool = False, hold: str | None = None
+    ) -> RefreshResult:
+        """Refresh one runtime; failures are in the result. `hold`: a quarantined digest."""
+
+    def repair(self, runtimes: Sequence[str] | None = None) -> RefreshResult:
+        """Finish or undo what a crash cut short."""
+
+    def host_seeds(self, runtimes: Sequence[str]) -> dict[str, HostSeed]:
+        """What the workspaces already run, per runtime (boot seeding)."""
+
+
 async def _in_thread(fn: Callable[[], RefreshResult]) -> RefreshResult:
     return await to_thread.run_sync(fn)
 
@@ -71,7 +100,7 @@ class Coordinator:
 
     def __init__(
         self,
-        service: RefreshService,
+        service: Refresher,
         book: DigestBook,
         *,
         run: Runner = _in_thread,

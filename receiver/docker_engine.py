@@ -83,11 +83,16 @@ class DockerEngine:
                 self._api.close()
                 self._api = None
 
+    @property
+    def registry_auth(self) -> tuple[str, str] | None:
+        """The (user, password) pulls use (GHCR_USER/GHCR_TOKEN), or None for the host's."""
+        return self._auth
+
     def info(self) -> EngineInfo:
         """The negotiated API version and the image store, asked of the engine once."""
         if self._info is None:
             api = self.api()
-            status = dict(self._call(lambda api: api.info()).get("DriverStatus") or [])
+            status = dict(self.call(lambda api: api.info()).get("DriverStatus") or [])
             major, minor = str(api.api_version).split(".")[:2]
             self._info = EngineInfo(
                 api_version=(int(major), int(minor)),
@@ -102,7 +107,7 @@ class DockerEngine:
             if self._platform_override:
                 self._platform = self._platform_override
             else:
-                arch = str(self._call(lambda api: api.version()).get("Arch", ""))
+                arch = str(self.call(lambda api: api.version()).get("Arch", ""))
                 self._platform = _EMULATED_PLATFORM.get(arch)
             self._platform_known = True
         return self._platform
@@ -110,7 +115,7 @@ class DockerEngine:
     def ping(self) -> None:
         """Return if the engine answers, else raise EngineUnavailable."""
         try:
-            self._call(lambda api: api.ping())
+            self.call(lambda api: api.ping())
         except EngineUnavailable:
             raise
         except EngineError as exc:
@@ -147,7 +152,7 @@ class DockerEngine:
 
     def image(self, ref_or_id: str) -> Image | None:
         """Inspect a local image, or None when there is none."""
-        data = self._call(lambda api: api.inspect_image(ref_or_id), missing_ok=True)
+        data = self.call(lambda api: api.inspect_image(ref_or_id), missing_ok=True)
         if data is None:
             return None
         return Image(
@@ -172,7 +177,7 @@ class DockerEngine:
 
     def inspect_container(self, container_id: str) -> Container | None:
         """One container as it is now, or None when it no longer exists."""
-        data = self._call(lambda api: api.inspect_container(container_id), missing_ok=True)
+        data = self.call(lambda api: api.inspect_container(container_id), missing_ok=True)
         return Container.from_inspect(data) if data is not None else None
 
     def create_container(self, spec: CreateSpec) -> str:
@@ -184,7 +189,7 @@ class DockerEngine:
             endpoints = dict((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
             body["NetworkingConfig"] = {"EndpointsConfig": {**endpoints, **extra}}
             extra = {}
-        created = self._call(
+        created = self.call(
             lambda api: api.create_container_from_config(
                 body, name=spec.name, platform=self.platform
             )
@@ -196,32 +201,32 @@ class DockerEngine:
 
     def rename(self, container_id: str, name: str) -> None:
         """Rename a container."""
-        self._call(lambda api: api.rename(container_id, name))
+        self.call(lambda api: api.rename(container_id, name))
 
     def start(self, container_id: str) -> None:
         """Start a container."""
-        self._call(lambda api: api.start(container_id))
+        self.call(lambda api: api.start(container_id))
 
     def stop(self, container_id: str, timeout: int) -> None:
         """Stop a container, killing it after `timeout` seconds."""
-        self._call(lambda api: api.stop(container_id, timeout=timeout))
+        self.call(lambda api: api.stop(container_id, timeout=timeout))
 
     def remove(self, container_id: str, *, force: bool = False) -> None:
         """Remove a container, always keeping its volumes (v=False); a gone one is fine."""
-        self._call(
+        self.call(
             lambda api: api.remove_container(container_id, v=False, force=force), missing_ok=True
         )
 
     def exec(self, container_id: str, command: Sequence[str], timeout: float) -> int | None:
         """Start `command` detached, then watch it until it exits or `timeout` passes."""
-        created = self._call(
+        created = self.call(
             lambda api: api.exec_create(container_id, list(command), stdout=False, stderr=False)
         )
         exec_id = str(created["Id"])
-        self._call(lambda api: api.exec_start(exec_id, detach=True))
+        self.call(lambda api: api.exec_start(exec_id, detach=True))
         deadline = time.monotonic() + timeout
         while True:
-            state = self._call(lambda api: api.exec_inspect(exec_id))
+            state = self.call(lambda api: api.exec_inspect(exec_id))
             if not state.get("Running") and state.get("ExitCode") is not None:
                 return int(state["ExitCode"])
             if time.monotonic() >= deadline:
@@ -231,19 +236,19 @@ class DockerEngine:
     def tag(self, image: str, ref: str) -> None:
         """`docker tag image ref`."""
         repository, _, tag = ref.rpartition(":")
-        self._call(lambda api: api.tag(image, repository, tag, force=True))
+        self.call(lambda api: api.tag(image, repository, tag, force=True))
 
     def untag(self, ref: str) -> None:
         """`docker rmi --force --no-prune ref`: forced, a name goes even from an image in use
         (which stays while used); an image nothing uses goes with its last name."""
-        self._call(lambda api: api.remove_image(ref, force=True, noprune=True), missing_ok=True)
+        self.call(lambda api: api.remove_image(ref, force=True, noprune=True), missing_ok=True)
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image unless a container (running or not) or a second tag holds it;
         True when it is gone. The containerd image store forgets an image as soon as no
         tag names it (its containers keep their snapshots): then it is gone already."""
         try:
-            self._call(
+            self.call(
                 lambda api: api.remove_image(image_id, force=False, noprune=False),
                 missing_ok=True,
             )
@@ -256,7 +261,7 @@ class DockerEngine:
 
     def _connect(self, container_id: str, network: str, endpoint: Mapping[str, Any]) -> None:
         ipam = endpoint.get("IPAMConfig") or {}
-        self._call(
+        self.call(
             lambda api: api.connect_container_to_network(
                 container_id,
                 network,
@@ -276,8 +281,9 @@ class DockerEngine:
             )
         )
 
-    def _call(self, fn: Any, *, missing_ok: bool = False) -> Any:
-        """Run one SDK call, translating its exceptions into the receiver's own."""
+    def call(self, fn: Any, *, missing_ok: bool = False) -> Any:
+        """Run one SDK call (`fn(api)`), translating its exceptions into the receiver's
+        own; with `missing_ok` a 404 gives None."""
         try:
             return fn(self.api())
         except docker.errors.NotFound as exc:

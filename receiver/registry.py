@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -57,11 +57,12 @@ class RegistryError(ReceiverError):
         self.status = status
 
 
-def base_url(registry: str) -> str:
-    """The API base of a registry host; loopback registries speak plain HTTP, as Docker allows."""
+def base_url(registry: str, insecure: Collection[str] = ()) -> str:
+    """The API base of a registry host; loopback registries and the `insecure` ones
+    (INSECURE_REGISTRIES, lower-case host:port) speak plain HTTP, as Docker allows."""
     host = _HUB_API if registry == "docker.io" else registry
-    scheme = "http" if _LOOPBACK.match(host) else "https"
-    return f"{scheme}://{host}"
+    plain = _LOOPBACK.match(host) or host.lower() in insecure
+    return f"{'http' if plain else 'https'}://{host}"
 
 
 def parse_challenge(header: str) -> dict[str, str] | None:
@@ -126,9 +127,11 @@ class RegistryClient:
         *,
         clock: Clock = SYSTEM,
         concurrency: int = CONCURRENCY,
+        insecure: Collection[str] = (),
     ) -> None:
         self.http = http
         self.credentials = credentials
+        self.insecure = frozenset(insecure)
         self.clock = clock
         self.counters = Counters()
         self._hosts: dict[str, _Host] = {}
@@ -173,7 +176,8 @@ class RegistryClient:
         return {ref: results[ref] for ref in wanted}
 
     async def _lookup(self, ref: ImageRef) -> str:
-        url = f"{base_url(ref.registry)}/v2/{ref.repository}/manifests/{ref.pull_tag}"
+        base = base_url(ref.registry, self.insecure)
+        url = f"{base}/v2/{ref.repository}/manifests/{ref.pull_tag}"
         host = self._host(ref.registry)
         token = self._cached(host, ref.repository)
         if token is None and host.challenge is not None:

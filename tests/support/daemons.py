@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -82,7 +83,26 @@ def die_with_parent() -> None:
 def spawn(
     args: list[str], log: Path, *, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start a daemon in its own session, its output appended to `log`."""
+    """Start a daemon in its own session, its output appended to `log`.
+
+    The fork happens on one long-lived thread: the parent-death signal fires when the
+    *thread* that forked the child ends, so a daemon started from a short-lived thread
+    (a pool's worker, say) would be killed with that thread.
+    """
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daemon-spawn")
+    return _spawner.submit(_spawn_now, args, log, env).result()
+
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn_now(
+    args: list[str], log: Path, env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes]:
     # Output goes to a file, not a pipe: nobody would drain a pipe, and an open pipe
     # left at exit is a ResourceWarning (an error under the test suite's filters).
     # A new session keeps a terminal's Ctrl-C from reaching the daemon before
@@ -103,7 +123,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -
     """Stop a process we started: SIGTERM, wait, then SIGKILL; True if it exited politely."""
     if proc.poll() is not None:
         return True
-    proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+        proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
         return True

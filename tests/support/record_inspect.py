@@ -33,7 +33,7 @@ import docker.types
 
 # The stack's image helpers are private to it; `Stack.publish` cannot set USER, EXPOSE or
 # HEALTHCHECK and always pushes, which would put the registry's random port in every ref.
-from tests.support.stack import Stack, _changes, _check_stream, _json_lines, _rootfs_tar
+from tests.support.stack import Stack, _changes, check_stream, json_lines, rootfs_tar
 
 DEFAULT_OUT = Path(__file__).parent / "fixtures" / "inspect"
 TEMPLATE = "registry.test/org/workspace-template-rec:latest"
@@ -293,9 +293,9 @@ def import_template(stack: Stack, version: str, changes: list[str]) -> str:
     """Import a busybox image as TEMPLATE (taking the tag from any older one); its id."""
     repository, tag = TEMPLATE.rsplit(":", 1)
     result = stack.client.api.import_image(
-        src=_rootfs_tar(version), repository=repository, tag=tag, changes=changes
+        src=rootfs_tar(version), repository=repository, tag=tag, changes=changes
     )
-    _check_stream(_json_lines(result), f"import of {TEMPLATE}")
+    check_stream(json_lines(result), f"import of {TEMPLATE}")
     image_id = stack.client.images.get(TEMPLATE).id
     assert image_id is not None
     return image_id

@@ -72,6 +72,7 @@ BUSYBOX_APPLETS = (
     "touch",
     "mkdir",
     "rm",
+    "hostname",
 )
 DEFAULT_CMD = ["/bin/sleep", "3600"]
 # As PID 1, busybox sleep ignores SIGTERM, so `docker stop` of DEFAULT_CMD waits out the
@@ -81,11 +82,16 @@ QUICK_STOP_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
 @dataclass(frozen=True)
 class Published:
-    """An image pushed to the stack's registry: its ref, image id and manifest digest."""
+    """An image pushed to a registry: its ref, image id and manifest digest."""
 
     ref: str
     image_id: str
     digest: str
+
+    @property
+    def pinned(self) -> str:
+        """The ref pinned to the digest, ``host:port/repo:tag@sha256:...``."""
+        return f"{self.ref}@{self.digest}"
 
 
 class ContainerEvent(NamedTuple):
@@ -147,7 +153,7 @@ def _busybox_bytes() -> bytes:
     return path.read_bytes()
 
 
-def _rootfs_tar(version: str) -> bytes:
+def rootfs_tar(version: str) -> bytes:
     # A fixed mtime keeps the layer a function of its content alone; /version is what
     # makes each version a distinct layer, hence a distinct image id and digest.
     mtime = 1_700_000_000
@@ -197,7 +203,7 @@ def _changes(
     return changes
 
 
-def _check_stream(items: Iterable[Any], what: str) -> list[dict[str, Any]]:
+def check_stream(items: Iterable[Any], what: str) -> list[dict[str, Any]]:
     # The engine reports pull/push failures inside a 200 response, item by item.
     seen: list[dict[str, Any]] = []
     for item in items:
@@ -218,6 +224,57 @@ def _ping(base_url: str, timeout: int = 3) -> bool:
         return False
     finally:
         client.close()
+
+
+def publish_image(
+    client: docker.DockerClient,
+    name: str,
+    tag: str,
+    *,
+    version: str,
+    changes: Sequence[str],
+    auth: tuple[str, str] | None = None,
+) -> Published:
+    """Import a busybox image whose /version holds `version` as `name:tag` on the engine of
+    `client`, with Dockerfile `changes`; push it (as `auth`), then drop the local tag (a
+    later pull must go to the registry); what was published."""
+    ref = f"{name}:{tag}"
+    result = client.api.import_image(
+        src=rootfs_tar(version), repository=name, tag=tag, changes=list(changes)
+    )
+    check_stream(json_lines(result), f"import of {ref}")
+    image_id = client.images.get(ref).id
+    if image_id is None:
+        raise RuntimeError(f"engine reported no id for image {ref}")
+    digest = ""
+    try:
+        auth_config = {"username": auth[0], "password": auth[1]} if auth else None
+        stream = client.api.push(name, tag=tag, stream=True, decode=True, auth_config=auth_config)
+        for item in check_stream(stream, f"push of {ref}"):
+            aux = item.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = str(aux["Digest"])
+        if not digest:
+            # The containerd image store sends no aux item: the digest is in RepoDigests.
+            repo_digests = client.images.get(ref).attrs.get("RepoDigests") or []
+            digest = next((d.split("@", 1)[1] for d in repo_digests if d.startswith(name)), "")
+    finally:
+        untag(client, ref)
+    if not digest.startswith("sha256:"):
+        raise RuntimeError(f"push of {ref} reported no manifest digest")
+    return Published(ref=ref, image_id=image_id, digest=digest)
+
+
+def untag(client: docker.DockerClient, ref: str) -> None:
+    """Drop the local name `ref` (the image stays while a container uses it)."""
+    try:
+        client.api.remove_image(ref)
+    except docker.errors.APIError as exc:
+        # A container still using the image makes docker refuse to delete its last tag;
+        # forcing removes the tag but keeps the image for that container.
+        if exc.status_code != 409:
+            raise
+        client.api.remove_image(ref, force=True)
 
 
 class Stack(Closing):
@@ -401,44 +458,17 @@ class Stack(Closing):
         """
         # CMD is DEFAULT_CMD unless `cmd` or `entrypoint` is given: a default CMD would
         # otherwise become arguments to the entrypoint.
-        name = f"{registry or self.registry}/{repository}"
-        ref = f"{name}:{tag}"
-        changes = [*_changes(env, labels, cmd, entrypoint, workdir, volumes), *changes]
-        result = self.client.api.import_image(
-            src=_rootfs_tar(version), repository=name, tag=tag, changes=changes
+        instructions = [*_changes(env, labels, cmd, entrypoint, workdir, volumes), *changes]
+        published = publish_image(
+            self.client,
+            f"{registry or self.registry}/{repository}",
+            tag,
+            version=version,
+            changes=instructions,
+            auth=auth,
         )
-        _check_stream(_json_lines(result), f"import of {ref}")
-        image_id = self._image_id(ref)
-        self._image_ids.add(image_id)
-        digest = ""
-        try:
-            auth_config = {"username": auth[0], "password": auth[1]} if auth else None
-            stream = self.client.api.push(
-                name, tag=tag, stream=True, decode=True, auth_config=auth_config
-            )
-            for item in _check_stream(stream, f"push of {ref}"):
-                aux = item.get("aux")
-                if isinstance(aux, dict) and aux.get("Digest"):
-                    digest = str(aux["Digest"])
-            if not digest:
-                repo_digests = self.client.images.get(ref).attrs.get("RepoDigests") or []
-                digest = next((d.split("@", 1)[1] for d in repo_digests if d.startswith(name)), "")
-        finally:
-            # Without the local tag, a later pull of `ref` must go to the registry.
-            self._untag(ref)
-        if not digest.startswith("sha256:"):
-            raise RuntimeError(f"push of {ref} reported no manifest digest")
-        return Published(ref=ref, image_id=image_id, digest=digest)
-
-    def _untag(self, ref: str) -> None:
-        try:
-            self.client.api.remove_image(ref)
-        except docker.errors.APIError as exc:
-            # A container still using the image makes docker refuse to delete its last tag;
-            # forcing removes the tag but keeps the image for that container.
-            if exc.status_code != 409:
-                raise
-            self.client.api.remove_image(ref, force=True)
+        self._image_ids.add(published.image_id)
+        return published
 
     def pull_local(self, ref: str, auth: tuple[str, str] | None = None) -> str:
         """Pull `ref` from the registry (as user `auth`) onto the engine; the local image id."""
@@ -447,7 +477,7 @@ class Stack(Closing):
         stream = self.client.api.pull(
             repository, tag=tag, stream=True, decode=True, auth_config=auth_config
         )
-        _check_stream(stream, f"pull of {ref}")
+        check_stream(stream, f"pull of {ref}")
         image_id = self._image_id(ref)
         self._image_ids.add(image_id)
         return image_id
@@ -592,7 +622,7 @@ def _split_ref(ref: str) -> tuple[str, str]:
     return ref, "latest"
 
 
-def _json_lines(result: Any) -> Iterator[Any]:
+def json_lines(result: Any) -> Iterator[Any]:
     # import_image returns the engine's progress stream as text, one JSON object a line.
     text = result.decode() if isinstance(result, bytes) else str(result)
     for line in text.splitlines():

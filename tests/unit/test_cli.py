@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from receiver import config
 from receiver.admin_auth import AdminTokens
-from receiver.cli import main
+from receiver.cli import build_engine, build_refresher, main
+from receiver.refresh import RefreshService
+from receiver.swarm import SwarmService
 
 
 def test_admin_token_prints_a_token_the_service_accepts(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,3 +47,16 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["explode"], {})
     assert caught.value.code == 2
+
+
+def test_the_orchestrator_picks_what_refreshes() -> None:
+    """ORCHESTRATOR=swarm refreshes the Swarm's services; the default, this host's containers."""
+    for orchestrator, kind in (("docker", RefreshService), ("swarm", SwarmService)):
+        settings = config.load(
+            {"RUNTIMES": "a", "ORCHESTRATOR": orchestrator, "DOCKER_HOST": "unix:///nonexistent"}
+        )
+        engine = build_engine(settings)
+        try:
+            assert isinstance(build_refresher(settings, engine), kind)
+        finally:
+            engine.close()

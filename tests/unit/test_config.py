@@ -130,3 +130,39 @@ def test_docker_settings_pass_through() -> None:
     """DOCKER_HOST is handed to the SDK as given; unrelated variables are not."""
     settings = config.load({"RUNTIMES": "a", "DOCKER_HOST": "unix:///x.sock", "HOME": "/root"})
     assert dict(settings.docker_env) == {"DOCKER_HOST": "unix:///x.sock"}
+
+
+def test_swarm_mode_settings() -> None:
+    """ORCHESTRATOR picks docker (default) or swarm; INSECURE_REGISTRIES are host:port,
+    kept lower-case; SWARM_UPDATE_TIMEOUT bounds one wait."""
+    default = config.load({"RUNTIMES": "a"})
+    assert default.orchestrator is config.Orchestrator.DOCKER
+    assert default.insecure_registries == ()
+    assert default.swarm_update_timeout == 300
+    swarm = config.load(
+        {
+            "RUNTIMES": "a",
+            "ORCHESTRATOR": "Swarm",
+            "INSECURE_REGISTRIES": "Registry.Internal:5000, 10.0.0.1:5001",
+            "SWARM_UPDATE_TIMEOUT": "45",
+        }
+    )
+    assert swarm.orchestrator is config.Orchestrator.SWARM
+    assert swarm.insecure_registries == ("registry.internal:5000", "10.0.0.1:5001")
+    assert swarm.swarm_update_timeout == 45
+
+
+def test_bad_swarm_mode_settings_are_refused() -> None:
+    found = problems(
+        {
+            "RUNTIMES": "a",
+            "ORCHESTRATOR": "kubernetes",
+            "INSECURE_REGISTRIES": "http://registry:5000",
+            "SWARM_UPDATE_TIMEOUT": "0",
+        }
+    )
+    assert [line.split(":", 1)[0] for line in found] == [
+        "ORCHESTRATOR",
+        "INSECURE_REGISTRIES",
+        "SWARM_UPDATE_TIMEOUT",
+    ]

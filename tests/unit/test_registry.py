@@ -456,6 +456,13 @@ def test_base_url(registry: str, url: str) -> None:
     assert base_url(registry) == url
 
 
+def test_base_url_of_an_insecure_registry() -> None:
+    """INSECURE_REGISTRIES (lower-cased by the config) are reached over plain HTTP too."""
+    insecure = frozenset({"registry.internal:5000"})
+    assert base_url("Registry.Internal:5000", insecure) == "http://Registry.Internal:5000"
+    assert base_url("registry.internal:5001", insecure) == "https://registry.internal:5001"
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
