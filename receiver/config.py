@@ -25,7 +25,9 @@ DOCKER_ENV_NAMES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 
 _RUNTIME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 _PREFIX = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+# A registry host as image references name it: a name or IPv4, or a bracketed IPv6, and
+# a port when it has one.
+_REGISTRY_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
@@ -229,8 +231,8 @@ def load(env: Mapping[str, str]) -> Config:
         orchestrator_text = Orchestrator.DOCKER
     insecure = split_list(r.raw("INSECURE_REGISTRIES"))
     for entry in insecure:
-        if not _HOST_PORT.fullmatch(entry):
-            r.problems.append(f"INSECURE_REGISTRIES: {entry!r} is not host:port")
+        if not _REGISTRY_HOST.fullmatch(entry):
+            r.problems.append(f"INSECURE_REGISTRIES: {entry!r} is not host or host:port")
 
     notify_url = r.secret("NOTIFY_URL")
     if notify_url and not notify_url.startswith(("http://", "https://")):

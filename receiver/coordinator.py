@@ -87,6 +87,9 @@ class Refresher(Protocol):
     def repair(self, runtimes: Sequence[str] | None = None) -> RefreshResult:
         """Finish or undo what a crash cut short."""
 
+    def interrupt(self) -> None:
+        """Shutdown begins: end what need not be waited for (a swap in flight is)."""
+
     def host_seeds(self, runtimes: Sequence[str]) -> dict[str, HostSeed]:
         """What the workspaces already run, per runtime (boot seeding)."""
 
@@ -239,6 +242,7 @@ class Coordinator:
         `timeout` seconds), then cancel what is left."""
         for runtime in list(self._timers):
             self._cancel_retry(runtime)
+        self.service.interrupt()
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)

@@ -27,6 +27,9 @@ _MULTI_NETWORK_CREATE = (1, 44)
 # `docker info`'s DriverStatus driver-type of the containerd image store.
 _CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 _EXEC_POLL_SECONDS = 0.1
+# A removal already under way (someone's `docker rm -f`): how long to wait for it to end.
+_REMOVAL_WAIT_SECONDS = 30.0
+_CONFLICT = 409
 # The engine cannot be reached, or went away in the middle of its answer: a body cut
 # short surfaces as ChunkedEncodingError, a streamed one (a pull) as urllib3's ProtocolError.
 _UNREACHABLE = (
@@ -212,10 +215,24 @@ class DockerEngine:
         self.call(lambda api: api.stop(container_id, timeout=timeout))
 
     def remove(self, container_id: str, *, force: bool = False) -> None:
-        """Remove a container, always keeping its volumes (v=False); a gone one is fine."""
-        self.call(
-            lambda api: api.remove_container(container_id, v=False, force=force), missing_ok=True
-        )
+        """Remove a container, always keeping its volumes (v=False); a gone one is fine.
+        When another removal of it is under way (409), wait for that one to end, so the
+        container's name is free when this returns."""
+        try:
+            self.call(
+                lambda api: api.remove_container(container_id, v=False, force=force),
+                missing_ok=True,
+            )
+        except EngineUnavailable:
+            raise
+        except EngineError as exc:
+            if exc.status != _CONFLICT or not force:
+                raise
+            deadline = time.monotonic() + _REMOVAL_WAIT_SECONDS
+            while self.call(lambda api: api.inspect_container(container_id), missing_ok=True):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_EXEC_POLL_SECONDS)
 
     def exec(self, container_id: str, command: Sequence[str], timeout: float) -> int | None:
         """Start `command` detached, then watch it until it exits or `timeout` passes."""

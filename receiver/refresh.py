@@ -146,6 +146,9 @@ class RefreshService:
             pins[image_id] = pin
         return pins
 
+    def interrupt(self) -> None:
+        """Nothing to cut short: a swap in flight is let finish (drain waits for it)."""
+
     def host_seeds(self, runtimes: Sequence[str]) -> dict[str, HostSeed]:
         """What the host runs for each runtime (boot seeding); the images read are kept."""
         return host_seeds(self.engine, self.config, runtimes, self.images)

@@ -8,11 +8,13 @@ to `<ref>@<digest>` with registry auth, so that every node can pull a private im
 the service's own UpdateConfig drives the rolling update across the nodes (a default one
 when it has none). The receiver waits, bounded, for each update's outcome:
 - `completed`: the service is recreated on the digest;
-- rolled back or paused with a task error: the image is at fault (the canary rule and
-  the quarantine of the rollout policy apply);
-- rolled back with no task error (a node went away mid-update and came back), or still
-  updating when the wait ends (a node is down): a transient failure, tried again later;
-  a service found mid-update is waited on, never updated again on top.
+- rolled back or paused after a task of the new image started and then failed or exited:
+  the image is at fault (the canary rule and the quarantine of the rollout policy apply);
+- rolled back after a node could not start a task (pull, create), or with no task of the
+  new image failing (a node went away mid-update and came back), or still updating when
+  the wait ends (a node is down): a transient failure, tried again later.
+A service found mid-update is waited on, never updated again on top; one whose update is
+paused is the operator's and left alone.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class UpdateState(enum.StrEnum):
         """Whether Swarm is still working at it."""
         return self in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED)
 
+    @property
+    def paused(self) -> bool:
+        """Whether Swarm stopped at a failure and waits for the operator."""
+        return self in (UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED)
+
 
 @dataclass(frozen=True)
 class Service:
@@ -76,6 +83,8 @@ class Service:
     update_started: str | None = None
     update_message: str = ""
     has_update_config: bool = False
+    # Replicas asked for (None: a global service, one task per node).
+    replicas: int | None = 1
 
     @classmethod
     def from_inspect(cls, data: Mapping[str, Any]) -> Service:
@@ -90,6 +99,7 @@ class Service:
         except ValueError:
             state = None
         labels = {**(container.get("Labels") or {}), **(spec.get("Labels") or {})}
+        replicated = (spec.get("Mode") or {}).get("Replicated")
         return cls(
             id=str(data.get("ID", "")),
             name=str(spec.get("Name", "")),
@@ -102,6 +112,7 @@ class Service:
             update_started=str(status["StartedAt"]) if status.get("StartedAt") else None,
             update_message=str(status.get("Message") or ""),
             has_update_config=bool(spec.get("UpdateConfig")),
+            replicas=int(replicated.get("Replicas") or 0) if replicated is not None else None,
         )
 
     def is_workspace_of(self, prefix: str, ref: ImageRef) -> bool:
@@ -112,6 +123,22 @@ class Service:
     def opted_out(self) -> bool:
         """Whether its label says the receiver must leave it alone."""
         return self.labels.get(ENABLE_LABEL, "").strip().lower() == "false"
+
+    @property
+    def moving(self) -> bool:
+        """Whether Swarm is in the middle of updating (or rolling back) it."""
+        return self.update_state is not None and self.update_state.moving
+
+    @property
+    def paused(self) -> bool:
+        """Whether its last update is paused (its failure_action says so): the operator's."""
+        return self.update_state is not None and self.update_state.paused
+
+    @property
+    def runs(self) -> bool:
+        """Whether it runs tasks (a service scaled to 0 is the Swarm form of a stopped
+        workspace: its update changes the spec and starts nothing, so proves nothing)."""
+        return self.replicas is None or self.replicas > 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +151,21 @@ class UpdateDefaults:
     failure_action: Literal["pause", "continue", "rollback"] = "rollback"
 
 
+class TaskEnd(enum.Enum):
+    """How a failed task of an update ended."""
+
+    RAN = "ran"  # it started and then failed or exited: the image's doing
+    REJECTED = "rejected"  # it never started: its node could not pull or create it
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """One task of an update that did not last."""
+
+    end: TaskEnd
+    error: str
+
+
 class SwarmEngine(Protocol):
     """What swarm mode needs from a Swarm manager; raises EngineError subclasses."""
 
@@ -134,7 +176,8 @@ class SwarmEngine(Protocol):
         """The manager's API version and image store."""
 
     def services(self, prefix: str) -> list[Service]:
-        """Every service whose name may start with `prefix`."""
+        """Every service whose name may start with `prefix`; EngineUnavailable if it
+        cannot list them."""
 
     def service(self, service_id: str) -> Service | None:
         """One service as it is now, or None when it is gone."""
@@ -142,12 +185,18 @@ class SwarmEngine(Protocol):
     def distribution_digest(self, ref: ImageRef) -> str:
         """The digest the registry serves for `ref`'s tag, asked through the manager."""
 
-    def update_image(self, service: Service, image: str, defaults: UpdateDefaults) -> None:
+    def update_image(
+        self, service: Service, image: str, defaults: UpdateDefaults, *, force: bool = False
+    ) -> None:
         """Start a rolling update of `service` to `image`, the rest of its spec kept (and
-        `defaults` as its UpdateConfig when it has none), with registry auth for the nodes."""
+        `defaults` as its UpdateConfig when it has none), with registry auth for the nodes;
+        `force` restarts its tasks even when the image is the one it has."""
 
-    def task_errors(self, service: Service, since: str | None) -> list[str]:
-        """The errors of the service's tasks that failed since `since` (an update's start)."""
+    def task_failures(
+        self, service: Service, image: str | None, since: str | None
+    ) -> list[TaskFailure]:
+        """The service's tasks of `image` (any, when None) that ended badly since `since`
+        (an update's start)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +207,16 @@ class _Outcome:
     failure: Failure | None = None
 
 
+@dataclass
+class _Watch:
+    """A service whose update the receiver waits on."""
+
+    service: Service
+    image: str | None  # what it is updated to (None: an update found under way)
+    previous: str | None  # when its update before this one began (that status is stale)
+    fresh_only: bool  # only a status of an update begun since counts
+
+
 class SwarmService:
     """Refreshes runtimes whose workspaces are Swarm services. Thread-safe."""
 
@@ -166,6 +225,7 @@ class SwarmService:
         self.engine = swarm
         self.clock = clock
         self._locks = {runtime: threading.Lock() for runtime in config.runtimes}
+        self._stopping = threading.Event()
 
     def check_runtimes(self, runtimes: Iterable[str] | None) -> list[str]:
         """The runtimes to refresh (all when None); raise UnknownRuntime for a stranger."""
@@ -196,16 +256,21 @@ class SwarmService:
         self.check_runtimes(runtimes)
         return RefreshResult()
 
+    def interrupt(self) -> None:
+        """Shutdown: end the waits on updates now (Swarm finishes the updates by itself)."""
+        self._stopping.set()
+
     def host_seeds(self, runtimes: Sequence[str]) -> dict[str, HostSeed]:
         """The digests the runtimes' services are pinned to (boot seeding). A service in
-        the middle of an update counts as stale: the first observation then refreshes,
-        which waits on that update instead of starting another."""
+        the middle of an update, or whose update is paused, counts as stale: the first
+        observation then refreshes, which waits on an update under way instead of
+        starting another."""
         services = self.engine.services(self.config.container_prefix)
         seeds: dict[str, HostSeed] = {}
         for runtime in runtimes:
             ref = self.config.image_for(runtime)
             mine = [s for s in services if s.is_workspace_of(self.config.container_prefix, ref)]
-            pinned = [None if s.update_state and s.update_state.moving else s.digest for s in mine]
+            pinned = [None if s.moving or s.paused else s.digest for s in mine]
             seeds[runtime] = decide(pinned, None)
         return seeds
 
@@ -218,12 +283,12 @@ class SwarmService:
         hold: str | None = None,
     ) -> RefreshResult:
         """Resolve the tag's digest and update every stale service onto it (canaries
-        first); failures are reported in the result, never raised."""
+        first); failures are reported in the result. Raises EngineUnavailable only when
+        the services cannot be listed at the start (as on one host)."""
         self.check_runtimes([runtime])
         with self._locks[runtime]:
             ref = self.config.image_for(runtime)
             result = RefreshResult()
-            # As on one host, workspaces that cannot be listed raise (EngineUnavailable).
             listed = self._workspaces(ref) if recreate else []
             try:
                 digest = self.engine.distribution_digest(ref)
@@ -234,7 +299,11 @@ class SwarmService:
             result.pulled.append(runtime)
             result.digests[runtime] = digest
             if recreate:
-                self._update_services(runtime, ref, listed, digest, force, hold, result)
+                try:
+                    self._update_services(runtime, ref, listed, digest, force, hold, result)
+                except EngineError as exc:
+                    log.warning("runtime %s: %s", runtime, exc)
+                    result.fail(Failure.of(runtime, exc))
             return result
 
     def _workspaces(self, ref: ImageRef) -> list[Service]:
@@ -253,17 +322,23 @@ class SwarmService:
     ) -> None:
         # An update already under way (before a restart, or one that outlived the last
         # wait) is waited on, never started again on top.
-        moving = [s for s in listed if s.update_state is not None and s.update_state.moving]
+        moving = [_Watch(s, None, s.update_started, fresh_only=False) for s in listed if s.moving]
         mine = list(listed)
         if moving:
-            self._record(self._wait(moving, previous=None), result, count_recreated=False)
+            self._record(self._watch([], moving, ""), result, count_recreated=False)
             mine = self._workspaces(ref)
-        stale = [s for s in mine if force or s.digest != digest]
-        result.unchanged += [s.name for s in mine if s not in stale and s.name not in result.failed]
-        for service in [s for s in stale if s.opted_out]:
-            result.skipped[service.name] = f"opted out ({ENABLE_LABEL}=false)"
-        stale = sorted((s for s in stale if not s.opted_out), key=lambda s: s.name)
-        stale = [s for s in stale if s.name not in result.failed]
+        mine = [s for s in mine if s.name not in result.failed]
+        for service in mine:
+            if service.opted_out:
+                result.skipped[service.name] = f"opted out ({ENABLE_LABEL}=false)"
+            elif service.paused:
+                result.skipped[service.name] = (
+                    f"its last update is {service.update_state}: left to the operator "
+                    "(docker service update --rollback, or update it again)"
+                )
+        mine = [s for s in mine if s.name not in result.skipped]
+        stale = sorted((s for s in mine if force or s.digest != digest), key=lambda s: s.name)
+        result.unchanged += [s.name for s in mine if s not in stale]
         if not stale:
             return
         if hold is not None and digest == hold:
@@ -272,106 +347,126 @@ class SwarmService:
                 result.deferred[service.name] = f"held: {digest[:19]} is quarantined"
             return
         pinned = f"{ref}@{digest}"
-        canaries = stale[: max(self.config.rollout.canary, 0)]
+        # Canaries are services that run tasks; with none, there is nothing to disturb.
+        canaries = [s for s in stale if s.runs][: max(self.config.rollout.canary, 0)]
+        rest = [s for s in stale if s not in canaries]
         if canaries:
-            outcomes = self._update(canaries, pinned)
+            outcomes = self._update(canaries, pinned, force)
             self._record(outcomes, result)
             failures = [o.failure for o in outcomes.values() if o.failure is not None]
             if failures:
                 fault = next((f for f in failures if rollout.is_image_fault(f)), None)
                 if fault is not None:
                     result.quarantine[runtime] = fault
-                for service in stale[len(canaries) :]:
+                for service in rest:
                     result.deferred[service.name] = f"held: the canary {failures[0].subject} failed"
                 return
-        self._record(self._update(stale[len(canaries) :], pinned), result)
+        self._record(self._update(rest, pinned, force), result)
 
-    def _update(self, services: Sequence[Service], image: str) -> dict[str, _Outcome]:
-        """Start each service's update to `image`, then wait for all of them."""
-        defaults = UpdateDefaults(monitor_seconds=self.config.swap.grace_seconds)
-        started: list[Service] = []
-        outcomes: dict[str, _Outcome] = {}
-        for service in services:
-            try:
-                self.engine.update_image(service, image, defaults)
-            except ReceiverError as exc:
-                log.error("service %s: update refused: %s", service.name, exc)
-                outcomes[service.name] = _Outcome(False, Failure.of(service.name, exc))
-                continue
-            log.info("service %s: updating to %s", service.name, image)
-            started.append(service)
-        # The status of each one's previous update lingers until its new one shows.
-        outcomes.update(self._wait(started, previous={s.id: s.update_started for s in started}))
-        return outcomes
+    def _update(self, services: Sequence[Service], image: str, force: bool) -> dict[str, _Outcome]:
+        """Update each service to `image`, SWAP_PARALLELISM under way at a time."""
+        return self._watch(list(services), [], image, force=force)
 
-    def _wait(
-        self, services: Sequence[Service], previous: Mapping[str, str | None] | None
+    def _watch(
+        self, to_start: list[Service], watching: list[_Watch], image: str, *, force: bool = False
     ) -> dict[str, _Outcome]:
-        """Wait, bounded by SWARM_UPDATE_TIMEOUT, for the updates of `services` to end;
-        with `previous` (service id to when its last update began), only for a status
-        of an update that began since."""
-        if not services:
-            return {}
+        """Start the updates of `to_start` as slots free up (SWAP_PARALLELISM at once) and
+        wait on them and on `watching`, all within one SWARM_UPDATE_TIMEOUT."""
         deadline = self.clock.monotonic() + self.config.swarm_update_timeout
-        waiting = {s.id: s for s in services}
+        slots = max(self.config.swap.parallelism, 1)
+        defaults = UpdateDefaults(monitor_seconds=self.config.swap.grace_seconds)
+        queue = list(to_start)
         outcomes: dict[str, _Outcome] = {}
-        while waiting:
-            for service_id, known in list(waiting.items()):
+        while True:
+            while queue and len(watching) < slots and not self._stopping.is_set():
+                service = queue.pop(0)
                 try:
-                    now = self.engine.service(service_id)
-                except EngineError as exc:
-                    # Fail fast: the retry finds the update still under way and waits on it.
-                    outcomes[known.name] = _Outcome(False, Failure.of(known.name, exc))
-                    del waiting[service_id]
+                    self.engine.update_image(service, image, defaults, force=force)
+                except ReceiverError as exc:
+                    log.error("service %s: update refused: %s", service.name, exc)
+                    outcomes[service.name] = _Outcome(False, Failure.of(service.name, exc))
                     continue
-                if now is None:
-                    outcomes[known.name] = _Outcome(
-                        False, Failure(known.name, "the service was removed", Cause.OTHER)
-                    )
-                    del waiting[service_id]
+                log.info("service %s: updating to %s", service.name, image)
+                if not service.runs and not force:
+                    # No task to replace: Swarm changes the spec and begins no update.
+                    outcomes[service.name] = _Outcome(True)
                     continue
-                state = now.update_state
-                fresh = previous is None or now.update_started != previous.get(service_id)
-                if state is None or state.moving or not fresh:
-                    continue
-                outcomes[known.name] = self._ended(now)
-                del waiting[service_id]
-            if not waiting or self.clock.monotonic() >= deadline:
+                watching.append(_Watch(service, image, service.update_started, fresh_only=True))
+            watching = [w for w in watching if not self._look(w, outcomes)]
+            if not watching and not queue:
+                break
+            if self._stopping.is_set() or self.clock.monotonic() >= deadline:
                 break
             self.clock.sleep(_POLL_SECONDS)
-        for known in waiting.values():
-            outcomes[known.name] = _Outcome(
+        why = (
+            "the receiver is stopping"
+            if self._stopping.is_set()
+            else (f"still updating after {self.config.swarm_update_timeout:g}s (a node down?)")
+        )
+        for watch in watching:
+            outcomes[watch.service.name] = _Outcome(
                 False,
                 Failure(
-                    known.name,
-                    f"still updating after {self.config.swarm_update_timeout:g}s "
-                    "(a node down?); waited on again at the next try",
-                    Cause.TRANSIENT,
+                    watch.service.name, f"{why}; waited on again at the next try", Cause.TRANSIENT
                 ),
+            )
+        for service in queue:
+            outcomes[service.name] = _Outcome(
+                False, Failure(service.name, f"not started: {why}", Cause.TRANSIENT)
             )
         return outcomes
 
-    def _ended(self, service: Service) -> _Outcome:
+    def _look(self, watch: _Watch, outcomes: dict[str, _Outcome]) -> bool:
+        """Look at one watched update; record its outcome and return True once it ended."""
+        name = watch.service.name
+        try:
+            now = self.engine.service(watch.service.id)
+        except EngineError as exc:
+            # Fail fast: the retry finds the update still under way and waits on it.
+            outcomes[name] = _Outcome(False, Failure.of(name, exc))
+            return True
+        if now is None:
+            outcomes[name] = _Outcome(False, Failure(name, "the service was removed", Cause.OTHER))
+            return True
+        # The status of the update before lingers until this one's shows.
+        stale = watch.fresh_only and now.update_started == watch.previous
+        if now.update_state is None or now.moving or stale:
+            return False
+        outcomes[name] = self._ended(now, watch.image)
+        return True
+
+    def _ended(self, service: Service, image: str | None) -> _Outcome:
         """The outcome of an update that Swarm has finished with."""
-        if service.update_state is UpdateState.COMPLETED:
+        state = service.update_state
+        if state is UpdateState.COMPLETED:
             log.info("service %s: update completed", service.name)
             return _Outcome(True)
         try:
-            errors = self.engine.task_errors(service, service.update_started)
+            failures = self.engine.task_failures(service, image, service.update_started)
         except EngineError as exc:
             log.warning("service %s: cannot read its tasks (%s)", service.name, exc)
-            errors = []  # unknown, so not the image's fault
-        what = f"update {service.update_state}: {service.update_message or 'no message'}"
-        if errors:
-            # A task of the new image failed: that is the image.
-            reason = f"{what}; task error: {errors[0]}"
-            log.error("service %s: %s", service.name, reason)
-            return _Outcome(False, Failure(service.name, reason, Cause.IMAGE, restored=True))
-        # Rolled back with no task of the new image failing: the tasks went away with a
-        # node (it stopped mid-update, then came back). Nothing says the image is bad.
-        reason = f"{what}; no task failed (a node went away?)"
-        log.warning("service %s: %s", service.name, reason)
-        return _Outcome(False, Failure(service.name, reason, Cause.TRANSIENT, restored=True))
+            failures = []  # unknown, so not the image's fault
+        what = f"update {state}: {service.update_message or 'no message'}"
+        if service.paused:
+            what += "; left paused, as its failure_action says"
+        restored = state is UpdateState.ROLLBACK_COMPLETED
+        ran = [f for f in failures if f.end is TaskEnd.RAN]
+        rejected = [f for f in failures if f.end is TaskEnd.REJECTED]
+        if ran:
+            # A task of the new image started and did not last: that is the image.
+            reason = f"{what}; a task of the new image ended: {ran[0].error}"
+            cause = Cause.IMAGE
+        elif rejected:
+            # A node could not pull or create it (the registry, credentials, the node).
+            reason = f"{what}; a node could not start the task: {rejected[0].error}"
+            cause = Cause.TRANSIENT
+        else:
+            # No task of the new image failed: they went away with a node (it stopped
+            # mid-update, then came back). Nothing says the image is bad.
+            reason = f"{what}; no task failed (a node went away?)"
+            cause = Cause.TRANSIENT
+        (log.error if cause is Cause.IMAGE else log.warning)("service %s: %s", service.name, reason)
+        return _Outcome(False, Failure(service.name, reason, cause, restored=restored))
 
     def _record(
         self, outcomes: Mapping[str, _Outcome], result: RefreshResult, count_recreated: bool = True

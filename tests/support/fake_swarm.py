@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from receiver.engine import EngineInfo
 from receiver.errors import EngineError, EngineUnavailable
 from receiver.imageref import ImageRef, parse
-from receiver.swarm import Service, UpdateDefaults, UpdateState
+from receiver.swarm import Service, TaskEnd, TaskFailure, UpdateDefaults, UpdateState
 
 
 class Fate(enum.Enum):
@@ -19,6 +19,8 @@ class Fate(enum.Enum):
 
     COMPLETES = "completes"
     ROLLS_BACK = "rolls back"  # a task of the new image failed; Swarm rolled back
+    EXITS = "exits"  # a task of the new image exited 0 at once; Swarm rolled back
+    NOT_PULLED = "not pulled"  # a node could not pull it (task rejected); rolled back
     NODE_LOST = "node lost"  # rolled back, no task failed (its node went away and came back)
     PAUSES = "pauses"  # failure_action=pause after a task failed
     HANGS = "hangs"  # still updating (its node is down)
@@ -32,11 +34,14 @@ class Update:
     service: str
     image: str
     defaults: UpdateDefaults | None
+    force: bool = False
 
 
 _ENDED = {
     Fate.COMPLETES: UpdateState.COMPLETED,
     Fate.ROLLS_BACK: UpdateState.ROLLBACK_COMPLETED,
+    Fate.EXITS: UpdateState.ROLLBACK_COMPLETED,
+    Fate.NOT_PULLED: UpdateState.ROLLBACK_COMPLETED,
     Fate.NODE_LOST: UpdateState.ROLLBACK_COMPLETED,
     Fate.PAUSES: UpdateState.PAUSED,
 }
@@ -52,7 +57,7 @@ class FakeSwarm:
         self.updates: list[Update] = []
         self.calls: list[str] = []
         self.down = False
-        self._errors: dict[str, list[tuple[str, str]]] = {}
+        self._failures: dict[str, list[tuple[str, str, TaskFailure]]] = {}
         # Updates begun but not yet seen: service id to the image it goes back to.
         self._begun: dict[str, str] = {}
         self._clock = itertools.count(1)
@@ -67,6 +72,7 @@ class FakeSwarm:
         labels: Mapping[str, str] | None = None,
         update_config: bool = False,
         state: UpdateState | None = None,
+        replicas: int | None = 1,
     ) -> Service:
         """A service running `image` (a reference, with or without @digest)."""
         ref = parse(image)
@@ -81,6 +87,7 @@ class FakeSwarm:
             update_state=state,
             update_started=self._now() if state else None,
             has_update_config=update_config,
+            replicas=replicas,
         )
         self.services_by_id[service.id] = service
         return service
@@ -131,31 +138,38 @@ class FakeSwarm:
         except KeyError:
             raise EngineError(f"{ref}: manifest unknown") from None
 
-    def update_image(self, service: Service, image: str, defaults: UpdateDefaults) -> None:
+    def update_image(
+        self, service: Service, image: str, defaults: UpdateDefaults, *, force: bool = False
+    ) -> None:
         self._call("update")
         current = self.services_by_id[service.id]
         digest = parse(image).digest or ""
         if self.fates.get(digest) is Fate.REFUSED:
             raise EngineError(f"{service.name}: update out of sequence")
         self.updates.append(
-            Update(service.name, image, None if current.has_update_config else defaults)
+            Update(service.name, image, None if current.has_update_config else defaults, force)
         )
-        self._begun[service.id] = current.image
+        # As Swarm does: the status is cleared, and an update begins only if a task changes.
+        changed = (image != current.image or force) and current.runs
+        if changed:
+            self._begun[service.id] = current.image
         self.services_by_id[service.id] = dataclasses.replace(
             current,
             version=current.version + 1,
             image=image,
             digest=digest,
-            update_state=UpdateState.UPDATING,
-            update_started=self._now(),
+            update_state=UpdateState.UPDATING if changed else None,
+            update_started=self._now() if changed else None,
         )
 
-    def task_errors(self, service: Service, since: str | None) -> list[str]:
+    def task_failures(
+        self, service: Service, image: str | None, since: str | None
+    ) -> list[TaskFailure]:
         self._call("tasks")
         return [
-            error
-            for when, error in self._errors.get(service.id, [])
-            if since is None or when >= since
+            failure
+            for when, task_image, failure in self._failures.get(service.id, [])
+            if (since is None or when >= since) and (image is None or task_image == image)
         ]
 
     # -- inside --------------------------------------------------------------------------
@@ -171,10 +185,14 @@ class FakeSwarm:
     def _end(self, service: Service, previous: str, fate: Fate) -> None:
         state = _ENDED[fate]
         image = service.image
-        if fate in (Fate.ROLLS_BACK, Fate.PAUSES):
-            self._errors.setdefault(service.id, []).append(
-                (self._now(), 'starting container failed: exec: "/missing": not found')
-            )
+        failure = {
+            Fate.ROLLS_BACK: TaskFailure(TaskEnd.RAN, 'starting container failed: "/missing"'),
+            Fate.PAUSES: TaskFailure(TaskEnd.RAN, 'starting container failed: "/missing"'),
+            Fate.EXITS: TaskFailure(TaskEnd.RAN, "finished"),
+            Fate.NOT_PULLED: TaskFailure(TaskEnd.REJECTED, "No such image"),
+        }.get(fate)
+        if failure is not None:
+            self._failures.setdefault(service.id, []).append((self._now(), image, failure))
         if state is UpdateState.ROLLBACK_COMPLETED:
             image = previous
         ref = parse(image)

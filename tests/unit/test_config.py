@@ -143,12 +143,17 @@ def test_swarm_mode_settings() -> None:
         {
             "RUNTIMES": "a",
             "ORCHESTRATOR": "Swarm",
-            "INSECURE_REGISTRIES": "Registry.Internal:5000, 10.0.0.1:5001",
+            "INSECURE_REGISTRIES": "Registry.Internal:5000, 10.0.0.1:5001, plain, [fd00::1]:5000",
             "SWARM_UPDATE_TIMEOUT": "45",
         }
     )
     assert swarm.orchestrator is config.Orchestrator.SWARM
-    assert swarm.insecure_registries == ("registry.internal:5000", "10.0.0.1:5001")
+    assert swarm.insecure_registries == (
+        "registry.internal:5000",
+        "10.0.0.1:5001",
+        "plain",
+        "[fd00::1]:5000",
+    )
     assert swarm.swarm_update_timeout == 45
 
 

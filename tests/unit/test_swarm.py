@@ -152,13 +152,11 @@ def test_a_service_without_update_config_gets_the_defaults_and_one_with_keeps_it
     }
 
 
-def test_force_updates_a_current_service_and_no_recreate_only_resolves() -> None:
-    swarm = FakeSwarm()
-    swarm.digests[REF] = NEW
-    swarm.add("ws-1", pinned(NEW))
+def test_no_recreate_only_resolves() -> None:
+    swarm = fleet()
     assert refresher(swarm).refresh_runtime("a", recreate=False).digests == {"a": NEW}
     assert swarm.updates == []
-    assert refresher(swarm).refresh_runtime("a", force=True).recreated == ["ws-1"]
+    assert swarm.calls == ["distribution"]
 
 
 def test_an_opted_out_service_is_skipped() -> None:
@@ -207,17 +205,88 @@ def test_a_rollback_with_a_failed_task_is_an_image_fault_on_the_canary_only() ->
     failure = result.failed["ws-1"]
     assert failure.cause is Cause.IMAGE
     assert failure.restored
-    assert "not found" in failure.reason  # the task's error is told
+    assert '"/missing"' in failure.reason  # the task's error is told
     assert result.quarantine["a"].subject == "ws-1"
     assert result.deferred == {n: "held: the canary ws-1 failed" for n in NAMES[1:]}
     assert set(images(swarm).values()) == {pinned(OLD)}
 
 
-def test_a_paused_update_is_an_image_fault() -> None:
+def test_a_paused_update_is_an_image_fault_left_paused_for_the_operator() -> None:
+    """failure_action=pause: the image is at fault, nothing was restored, and the paused
+    service is the operator's from then on (skipped, never counted as current)."""
     swarm = fleet(fate=Fate.PAUSES)
+    result = refresher(swarm).refresh_runtime("a")
+    failure = result.failed["ws-1"]
+    assert failure.cause is Cause.IMAGE
+    assert not failure.restored
+    assert "a" in result.quarantine
+    swarm.fates[NEW] = Fate.COMPLETES
+    again = refresher(swarm).refresh_runtime("a")
+    assert "ws-1" in again.skipped
+    assert "ws-1" not in again.unchanged
+    assert swarm.updated_names() == ["ws-1", "ws-2", "ws-3"]  # ws-1 not again
+    seeds = refresher(swarm).host_seeds(["a"])
+    assert seeds["a"].stale  # a paused service does not seed its pinned digest
+
+
+def test_a_task_that_exits_at_once_is_an_image_fault() -> None:
+    """Swarm rolls back on early termination too (exit 0): the image's doing."""
+    swarm = fleet(fate=Fate.EXITS)
     result = refresher(swarm).refresh_runtime("a")
     assert result.failed["ws-1"].cause is Cause.IMAGE
     assert "a" in result.quarantine
+
+
+def test_a_task_no_node_could_pull_is_transient() -> None:
+    """A rejected task (its node could not pull or create it) says nothing of the image."""
+    swarm = fleet(fate=Fate.NOT_PULLED)
+    result = refresher(swarm).refresh_runtime("a")
+    assert result.failed["ws-1"].cause is Cause.TRANSIENT
+    assert result.quarantine == {}
+
+
+def test_force_restarts_the_tasks_of_a_current_service() -> None:
+    """Swarm begins no update for an unchanged spec: force bumps ForceUpdate instead of
+    waiting for an update that never comes."""
+    swarm = FakeSwarm()
+    swarm.digests[REF] = NEW
+    swarm.add("ws-1", pinned(NEW))
+    clock = FakeClock()
+    result = refresher(swarm, clock).refresh_runtime("a", force=True)
+    assert result.recreated == ["ws-1"]
+    assert [u.force for u in swarm.updates] == [True]
+    assert clock.now < 5
+
+
+def test_a_service_scaled_to_zero_is_updated_without_a_wait_and_is_no_canary() -> None:
+    swarm = fleet(fate=Fate.ROLLS_BACK)
+    swarm.add("ws-0", pinned(OLD), replicas=0)
+    clock = FakeClock()
+    result = refresher(swarm, clock).refresh_runtime("a")
+    assert swarm.updated_names() == ["ws-1"]  # the running canary, not ws-0 (first by name)
+    assert "ws-0" in result.deferred
+    only_stopped = FakeSwarm()
+    only_stopped.digests[REF] = NEW
+    only_stopped.add("ws-0", pinned(OLD), replicas=0)
+    stopped = refresher(only_stopped, clock).refresh_runtime("a")
+    assert stopped.recreated == ["ws-0"]  # nothing runs: nothing to disturb, no wait
+    assert clock.now < 5
+
+
+def test_shutdown_ends_the_waits_at_once() -> None:
+    swarm = fleet(fate=Fate.HANGS)
+    clock = FakeClock()
+    service = refresher(swarm, clock, ROLLOUT_CANARY="0")
+    real_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        real_sleep(seconds)
+        service.interrupt()
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    result = service.refresh_runtime("a")
+    assert all("stopping" in result.failed[n].reason for n in NAMES)
+    assert clock.now < 2
 
 
 def test_a_rollback_without_a_failed_task_is_transient_and_quarantines_nothing() -> None:
@@ -271,8 +340,10 @@ def test_a_manager_lost_mid_wait_fails_the_service_as_transient() -> None:
     swarm = fleet()
     real = swarm.update_image
 
-    def update_then_go_down(service: Service, image: str, defaults: UpdateDefaults) -> None:
-        real(service, image, defaults)
+    def update_then_go_down(
+        service: Service, image: str, defaults: UpdateDefaults, *, force: bool = False
+    ) -> None:
+        real(service, image, defaults, force=force)
         swarm.down = True
 
     swarm.update_image = update_then_go_down  # type: ignore[method-assign]
@@ -398,3 +469,14 @@ async def test_an_admin_refresh_attempts_a_quarantined_digest_again() -> None:
     world.swarm.fates[NEW] = Fate.COMPLETES
     result = await world.coordinator.refresh(["a"], source=ADMIN)
     assert sorted(result.recreated) == list(NAMES)
+
+
+def test_the_rest_go_swap_parallelism_at_a_time() -> None:
+    """After the canary, at most SWAP_PARALLELISM updates are under way at once."""
+    swarm = fleet()
+    for name in ("ws-4", "ws-5"):
+        swarm.add(name, pinned(OLD))
+    refresher(swarm, SWAP_PARALLELISM="2").refresh_runtime("a")
+    batches = "".join("u" if call == "update" else "." for call in swarm.calls).split(".")
+    assert [len(b) for b in batches if b] == [1, 2, 2]
+    assert swarm.updated_names() == ["ws-1", "ws-2", "ws-3", "ws-4", "ws-5"]
