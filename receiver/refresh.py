@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import imageref, logs, preupdate, rollout
+from . import fanout, imageref, logs, preupdate, rollout
 from .config import Config
 from .container import ENABLE_LABEL, Container
 from .engine import Engine, Image
-from .errors import EngineError, ReceiverError, UnknownRuntime
+from .errors import EngineError, ReceiverError
 from .images import ImageMemory
 from .outcomes import Failure
 from .repair import repair
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 # The tag that keeps an AutoRemove container's old image while its swap is undecided.
 PIN_TAG_PREFIX = "receiver-keep-"
-# Pulls of different runtimes overlap, but not without bound: each is a registry download.
-_MAX_PARALLEL_RUNTIMES = 4
 
 
 class RefreshService:
@@ -42,13 +40,7 @@ class RefreshService:
 
     def check_runtimes(self, runtimes: Iterable[str] | None) -> list[str]:
         """The runtimes to refresh (all when None); raise UnknownRuntime for a stranger."""
-        if runtimes is None:
-            return list(self.config.runtimes)
-        names = list(dict.fromkeys(runtimes))
-        unknown = [name for name in names if name not in self._locks]
-        if unknown:
-            raise UnknownRuntime(f"unknown runtime(s): {', '.join(unknown)}", runtime=unknown[0])
-        return names
+        return fanout.check_runtimes(self.config.runtimes, runtimes)
 
     def refresh(
         self, runtimes: Sequence[str] | None = None, *, recreate: bool = True, force: bool = False
@@ -59,20 +51,12 @@ class RefreshService:
         """
         names = self.check_runtimes(runtimes)
         containers = self.engine.list_containers(self.config.container_prefix) if recreate else []
-        result = RefreshResult()
-        if not names:
-            return result
-        workers = min(len(names), _MAX_PARALLEL_RUNTIMES)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
-            outcomes = pool.map(
-                lambda runtime: self.refresh_runtime(
-                    runtime, recreate=recreate, force=force, containers=containers
-                ),
-                names,
-            )
-            for outcome in outcomes:
-                result.merge(outcome)
-        return result
+        return fanout.each_runtime(
+            names,
+            lambda runtime: self.refresh_runtime(
+                runtime, recreate=recreate, force=force, containers=containers
+            ),
+        )
 
     def refresh_runtime(
         self,

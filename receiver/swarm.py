@@ -24,16 +24,15 @@ import enum
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from . import rollout
+from . import fanout, rollout
 from .clock import SYSTEM, Clock
 from .config import Config
 from .container import ENABLE_LABEL
 from .engine import EngineInfo
-from .errors import Cause, EngineError, ReceiverError, UnknownRuntime
+from .errors import Cause, EngineError, ReceiverError
 from .imageref import ImageRef, try_parse
 from .outcomes import Failure
 from .result import RefreshResult
@@ -229,27 +228,16 @@ class SwarmService:
 
     def check_runtimes(self, runtimes: Iterable[str] | None) -> list[str]:
         """The runtimes to refresh (all when None); raise UnknownRuntime for a stranger."""
-        if runtimes is None:
-            return list(self.config.runtimes)
-        names = list(dict.fromkeys(runtimes))
-        unknown = [name for name in names if name not in self._locks]
-        if unknown:
-            raise UnknownRuntime(f"unknown runtime(s): {', '.join(unknown)}", runtime=unknown[0])
-        return names
+        return fanout.check_runtimes(self.config.runtimes, runtimes)
 
     def refresh(
         self, runtimes: Sequence[str] | None = None, *, recreate: bool = True, force: bool = False
     ) -> RefreshResult:
         """Refresh the runtimes (the command line's); one's failure never stops another."""
-        names = self.check_runtimes(runtimes)
-        result = RefreshResult()
-        if names:
-            with ThreadPoolExecutor(max_workers=min(len(names), 4)) as pool:
-                for outcome in pool.map(
-                    lambda r: self.refresh_runtime(r, recreate=recreate, force=force), names
-                ):
-                    result.merge(outcome)
-        return result
+        return fanout.each_runtime(
+            self.check_runtimes(runtimes),
+            lambda runtime: self.refresh_runtime(runtime, recreate=recreate, force=force),
+        )
 
     def repair(self, runtimes: Sequence[str] | None = None) -> RefreshResult:
         """Nothing to repair: Swarm itself finishes or rolls back what an update began."""

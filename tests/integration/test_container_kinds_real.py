@@ -50,6 +50,18 @@ class Kinds:
         return self.stack.exec(self.name(kind), "cat", f"{path}/f")
 
 
+def ready_check(*, retries: int, start_period: int) -> dict[str, Any]:
+    """A health check that passes once /tmp/ready exists (every second, after a start
+    period of `start_period` seconds)."""
+    return {
+        "test": ["CMD", "test", "-e", "/tmp/ready"],
+        "interval": SECOND,
+        "timeout": SECOND,
+        "retries": retries,
+        "start_period": start_period * SECOND,
+    }
+
+
 def make_kinds(stack: Stack) -> Kinds:
     runtime = Runtime.make(stack)
     v1 = runtime.publish("v1", cmd=QUICK_STOP, volumes=["/anon"])
@@ -74,13 +86,7 @@ def make_kinds(stack: Stack) -> Kinds:
     create(
         "slowhealth",
         command=SLOW_START,
-        healthcheck={
-            "test": ["CMD", "test", "-e", "/tmp/ready"],
-            "interval": SECOND,
-            "timeout": SECOND,
-            "retries": 2,
-            "start_period": 8 * SECOND,
-        },
+        healthcheck=ready_check(retries=2, start_period=8),
     )
     create(
         "tuned",
@@ -218,13 +224,7 @@ def test_a_check_that_fails_after_its_start_period_is_rolled_back(stack: Stack) 
     api.create_container(
         v1.ref,
         name=name,
-        healthcheck={
-            "test": ["CMD", "test", "-e", "/tmp/ready"],
-            "interval": SECOND,
-            "timeout": SECOND,
-            "retries": 1,
-            "start_period": 3 * SECOND,
-        },
+        healthcheck=ready_check(retries=1, start_period=3),
         host_config=api.create_host_config(network_mode="none"),
     )
     api.start(name)

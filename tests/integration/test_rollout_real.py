@@ -42,11 +42,7 @@ def serve(runtime: Runtime, tmp_path: Path, **settings: str) -> ReceiverProcess:
 
 def deliver(server: ReceiverProcess, runtime: Runtime, digest: str) -> str:
     """A signed `package` delivery of the runtime's tag at `digest`; what it did."""
-    body = deliveries.package_body(deliveries.template_name(runtime.name), digest)
-    answer = deliveries.deliver(server.base, body, SECRET)
-    assert answer.status_code == 202, answer.text
-    outcome: str = answer.json()["runtimes"][runtime.name]
-    return outcome
+    return deliveries.deliver_publish(server.base, runtime.name, digest, SECRET)
 
 
 def book(server: ReceiverProcess, token: str, runtime: Runtime) -> dict[str, Any]:

@@ -232,6 +232,31 @@ def wait_until(
         time.sleep(0.1)
 
 
+def engine_answers(docker_host: str, timeout: float = 3.0) -> bool:
+    """Whether a Docker engine answers `/_ping` at `docker_host` (unix:// or tcp://)."""
+    # Plain sockets rather than a Docker client: a client that fails in its constructor
+    # (it asks the API version) leaves a session behind, a ResourceWarning later.
+    scheme, _, where = docker_host.partition("://")
+    try:
+        if scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = where
+        else:
+            host, _, port = where.rstrip("/").rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = (host, int(port))
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+    except (OSError, ValueError):
+        return False
+    return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0]
+
+
 def registry_answers(address: str, timeout: float = 1.0) -> bool:
     """Whether the registry at `host:port` answers `/v2/` with 200."""
     try:

@@ -104,3 +104,13 @@ def deliver(
         headers=headers(body, secret, event=event, delivery=delivery),
         timeout=timeout,
     )
+
+
+def deliver_publish(base: str, runtime: str, digest: str, secret: str) -> str:
+    """Deliver the signed `package` delivery of `runtime`'s template tag at `digest`, as
+    GitHub does after a push; what the receiver answered for that runtime."""
+    answer = deliver(base, package_body(template_name(runtime), digest), secret)
+    if answer.status_code != 202:
+        raise AssertionError(f"delivery answered {answer.status_code}: {answer.text}")
+    outcome: str = answer.json()["runtimes"][runtime]
+    return outcome

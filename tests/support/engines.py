@@ -52,6 +52,7 @@ from tests.support.base_image import debian_mirror, host_suite
 from tests.support.daemons import (
     Closing,
     StackUnavailable,
+    engine_answers,
     file_lock,
     kill_processes_mentioning,
     log_tail,
@@ -286,20 +287,6 @@ def _run(
 # -- private engines ------------------------------------------------------------------------
 
 
-def _answers(docker_host: str) -> bool:
-    # Only once the socket is there: docker-py leaks the socket of a refused connect.
-    if not Path(docker_host.removeprefix("unix://")).exists():
-        return False
-    # A fixed (old) API version: the client then connects only for the ping itself.
-    client = docker.APIClient(base_url=docker_host, timeout=2, version="1.24")
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
-    finally:
-        client.close()
-
-
 def _socket_answers(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
@@ -397,7 +384,7 @@ class PrivateEngine(Closing):
         self._dockerd = spawn(args, self.log_path, env=env)
         proc = self._dockerd
         wait_until(
-            lambda: _answers(self.docker_host),
+            lambda: engine_answers(self.docker_host),
             timeout=START_TIMEOUT,
             what=f"dockerd {self.kind}",
             alive=lambda: proc.poll() is None,

@@ -34,6 +34,7 @@ import docker.errors
 from tests.support.daemons import (
     Closing,
     StackUnavailable,
+    engine_answers,
     registry_answers,
     registry_config,
     remove_tree,
@@ -216,16 +217,6 @@ def check_stream(items: Iterable[Any], what: str) -> list[dict[str, Any]]:
     return seen
 
 
-def _ping(base_url: str, timeout: int = 3) -> bool:
-    client = docker.DockerClient(base_url=base_url, timeout=timeout)
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
-    finally:
-        client.close()
-
-
 def publish_image(
     client: docker.DockerClient,
     name: str,
@@ -343,7 +334,7 @@ class Stack(Closing):
                 self._use_engine(os.environ["DOCKER_HOST"], "DOCKER_HOST")
                 return
             system = "unix:///var/run/docker.sock"
-            if Path("/var/run/docker.sock").exists() and _ping(system):
+            if Path("/var/run/docker.sock").exists() and engine_answers(system):
                 self._use_engine(system, system)
                 return
         if os.geteuid() != 0:

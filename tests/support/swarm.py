@@ -41,7 +41,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import docker
@@ -49,7 +48,9 @@ import docker.errors
 import docker.types
 
 from tests.support.daemons import (
+    Closing,
     StackUnavailable,
+    engine_answers,
     log_tail,
     mounts_under,
     processes_mentioning,
@@ -324,23 +325,6 @@ def htpasswd_line(user: str, password: str) -> str:
 # -- images ----------------------------------------------------------------------------
 
 
-def _unix_ping(path: Path, timeout: float = 2.0) -> bool:
-    """Whether an engine answers ``/_ping`` on this unix socket."""
-    # Plain sockets rather than a Docker client: a client that fails in its constructor
-    # (it asks the API version) leaves a session behind, a ResourceWarning later.
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(path))
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            answer = b""
-            while chunk := sock.recv(4096):
-                answer += chunk
-    except OSError:
-        return False
-    return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0]
-
-
 def _client(base_url: str, timeout: int = 60) -> docker.DockerClient:
     """A client for an engine that answers (construction asks its API version)."""
     return docker.DockerClient(base_url=base_url, timeout=timeout)
@@ -439,7 +423,7 @@ class Node:
 # -- the swarm -------------------------------------------------------------------------
 
 
-class Swarm:
+class Swarm(Closing):
     """N dockerd nodes in one swarm on a private bridge, plus a registry; a context manager."""
 
     def __init__(
@@ -492,17 +476,6 @@ class Swarm:
             swarm.close()
             raise
         return swarm
-
-    def __enter__(self) -> Swarm:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @staticmethod
     def check_host() -> None:
@@ -624,7 +597,7 @@ class Swarm:
                     f"dockerd of {node.name} exited with {node.proc.returncode}; "
                     f"tail of {node.log}:\n{log_tail(node.log)}"
                 )
-            if _unix_ping(node.socket):
+            if engine_answers(node.base_url):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(

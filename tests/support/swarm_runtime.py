@@ -18,13 +18,14 @@ from typing import Any
 import docker.errors
 import docker.types
 
+from tests.support.daemons import Closing
 from tests.support.stack import QUICK_STOP_CMD, Published, unique
 from tests.support.swarm import Node, Swarm
 from tests.support.workspaces import ADMIN_KEY
 
 
 @dataclass
-class SwarmRuntime:
+class SwarmRuntime(Closing):
     """A runtime whose template lives at `<registry>/org/workspace-template-<name>`."""
 
     swarm: Swarm

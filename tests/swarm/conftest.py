@@ -37,6 +37,5 @@ def swarm1() -> Iterator[Swarm]:
 @pytest.fixture
 def runtime(swarm1: Swarm) -> Iterator[SwarmRuntime]:
     """A runtime of its own on the one-node swarm, its services removed afterwards."""
-    made = SwarmRuntime(swarm1)
-    yield made
-    made.close()
+    with SwarmRuntime(swarm1) as made:
+        yield made

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.types
 import pytest
 
 from tests.support import deliveries
@@ -32,23 +34,20 @@ def swarm3() -> Iterator[Swarm]:
 
 @pytest.fixture
 def fleet_runtime(swarm3: Swarm) -> Iterator[SwarmRuntime]:
-    made = SwarmRuntime(swarm3)
-    yield made
-    made.close()
+    with SwarmRuntime(swarm3) as made:
+        yield made
 
 
-def serve(runtime: SwarmRuntime, tmp_path: Path, log: str = "serve.log", **env: str) -> Any:
+def serve(
+    runtime: SwarmRuntime, tmp_path: Path, log: str = "serve.log", **env: str
+) -> ReceiverProcess:
     server = ReceiverProcess(runtime.env(GITHUB_WEBHOOK_SECRET=SECRET, **env), tmp_path / log)
     server.wait_ready()
     return server
 
 
 def deliver(server: ReceiverProcess, runtime: SwarmRuntime, digest: str) -> str:
-    body = deliveries.package_body(deliveries.template_name(runtime.name), digest)
-    answer = deliveries.deliver(server.base, body, SECRET)
-    assert answer.status_code == 202, answer.text
-    outcome: str = answer.json()["runtimes"][runtime.name]
-    return outcome
+    return deliveries.deliver_publish(server.base, runtime.name, digest, SECRET)
 
 
 def one_per_node(runtime: SwarmRuntime, image: Published) -> list[str]:
@@ -102,7 +101,7 @@ def test_a_delivery_rolls_every_node_and_a_restart_updates_nothing(
     print(
         f"\nswarm, 3 nodes: delivery to every workspace service on the new digest "
         f"{converged:.1f} s (per service from the delivery: "
-        + ", ".join(f"{took[n] + 0:.1f} s" for n in names)
+        + ", ".join(f"{took[n]:.1f} s" for n in names)
         + ")"
     )
 
@@ -189,16 +188,45 @@ def test_a_node_down_mid_update_converges_once_it_is_back(
     assert runtime.spec_images() == dict.fromkeys(names, v2.pinned)
 
 
+def forget_pull_credentials(
+    swarm: Swarm, names: list[str], image: Published, registry: str
+) -> None:
+    """Swarm keeps the registry auth an update last carried: send wrong credentials with a
+    forced update of each service (its image is on its node already), so that only the
+    receiver's own X-Registry-Auth can bring the next image to the nodes."""
+    client = docker.DockerClient(base_url=swarm.manager.base_url)
+    api: Any = client.api
+    try:
+        # docker-py sends X-Registry-Auth from the credentials it holds for the registry.
+        api._auth_configs.add_auth(registry, {"username": "puller", "password": "wrong"})
+        for name in names:
+            current = api.inspect_service(name)
+            api.update_service(
+                current["ID"],
+                version=current["Version"]["Index"],
+                task_template=docker.types.TaskTemplate(
+                    container_spec=docker.types.ContainerSpec(image=image.pinned),
+                    force_update=1,
+                ),
+                fetch_current_spec=True,
+            )
+        for name in names:
+            outcome = swarm.wait_update(name, previous=None, timeout=60)
+            assert outcome.state == "completed", outcome
+    finally:
+        client.close()
+
+
 def test_a_private_image_is_pulled_by_every_node_with_registry_auth(
     swarm3: Swarm, tmp_path: Path
 ) -> None:
     password = secrets.token_urlsafe(12)
     registry = swarm3.start_registry(f"private-{secrets.token_hex(3)}", {"puller": password})
-    runtime = SwarmRuntime(swarm3, registry=registry, auth=("puller", password))
-    try:
+    with SwarmRuntime(swarm3, registry=registry, auth=("puller", password)) as runtime:
         v1 = runtime.publish("v1")
         swarm3.manager.client.login("puller", password, registry=registry)
         names = one_per_node(runtime, v1)
+        forget_pull_credentials(swarm3, names, v1, registry)
         server = serve(runtime, tmp_path, GHCR_USER="puller", GHCR_TOKEN=password)
         try:
             v2 = runtime.publish("v2")
@@ -208,5 +236,3 @@ def test_a_private_image_is_pulled_by_every_node_with_registry_auth(
             assert server.stop() == 0
         nodes = {c.node for name in names for c in swarm3.service_containers(name)}
         assert nodes == {node.name for node in swarm3.nodes}
-    finally:
-        runtime.close()
