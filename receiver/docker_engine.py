@@ -218,20 +218,16 @@ class DockerEngine:
         """Remove a container, always keeping its volumes (v=False); a gone one is fine.
         When another removal of it is under way (409), wait for that one to end, so the
         container's name is free when this returns."""
-        try:
-            self.call(
-                lambda api: api.remove_container(container_id, v=False, force=force),
-                missing_ok=True,
-            )
-        except EngineUnavailable:
-            raise
-        except EngineError as exc:
-            if exc.status != _CONFLICT or not force:
-                raise
+        refusal = self._refusal(
+            lambda api: api.remove_container(container_id, v=False, force=force)
+        )
+        if refusal is not None:
+            if refusal.status != _CONFLICT or not force:
+                raise refusal
             deadline = time.monotonic() + _REMOVAL_WAIT_SECONDS
             while self.call(lambda api: api.inspect_container(container_id), missing_ok=True):
                 if time.monotonic() > deadline:
-                    raise
+                    raise refusal
                 time.sleep(_EXEC_POLL_SECONDS)
 
     def exec(self, container_id: str, command: Sequence[str], timeout: float) -> int | None:
@@ -264,15 +260,9 @@ class DockerEngine:
         """Remove an image unless a container (running or not) or a second tag holds it;
         True when it is gone. The containerd image store forgets an image as soon as no
         tag names it (its containers keep their snapshots): then it is gone already."""
-        try:
-            self.call(
-                lambda api: api.remove_image(image_id, force=False, noprune=False),
-                missing_ok=True,
-            )
-        except EngineUnavailable:
-            raise
-        except EngineError as exc:
-            log.info("image %s kept: %s", image_id[:19], exc)
+        refusal = self._refusal(lambda api: api.remove_image(image_id, force=False, noprune=False))
+        if refusal is not None:
+            log.info("image %s kept: %s", image_id[:19], refusal)
             return False
         return True
 
@@ -297,6 +287,17 @@ class DockerEngine:
                 driver_opt=endpoint.get("DriverOpts") or None,
             )
         )
+
+    def _refusal(self, fn: Any) -> EngineError | None:
+        """Run one SDK call whose 404 is fine; the engine's refusal returned, not raised
+        (EngineUnavailable still is)."""
+        try:
+            self.call(fn, missing_ok=True)
+        except EngineUnavailable:
+            raise
+        except EngineError as exc:
+            return exc
+        return None
 
     def call(self, fn: Any, *, missing_ok: bool = False) -> Any:
         """Run one SDK call (`fn(api)`), translating its exceptions into the receiver's

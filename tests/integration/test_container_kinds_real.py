@@ -62,6 +62,15 @@ def ready_check(*, retries: int, start_period: int) -> dict[str, Any]:
     }
 
 
+def started(stack: Stack, name: str, image: Published, host: dict[str, Any], **create: Any) -> str:
+    """Create and start `name` on `image` with no network, as a platform's API call would."""
+    api = stack.client.api
+    host_config = api.create_host_config(network_mode="none", **host)
+    api.create_container(image.ref, name=name, host_config=host_config, **create)
+    api.start(name)
+    return name
+
+
 def make_kinds(stack: Stack) -> Kinds:
     runtime = Runtime.make(stack)
     v1 = runtime.publish("v1", cmd=QUICK_STOP, volumes=["/anon"])
@@ -120,7 +129,12 @@ def make_kinds(stack: Stack) -> Kinds:
 
 
 def refresh(kinds: Kinds, **settings: str) -> RefreshResult:
-    resolved = kinds.runtime.settings(SWAP_GRACE_SECONDS="1", SWAP_HEALTH_TIMEOUT="2", **settings)
+    return refresh_once(kinds.runtime, SWAP_GRACE_SECONDS="1", SWAP_HEALTH_TIMEOUT="2", **settings)
+
+
+def refresh_once(runtime: Runtime, **settings: str) -> RefreshResult:
+    """One refresh of the runtime, as the command line makes it."""
+    resolved = runtime.settings(**settings)
     engine = build_engine(resolved)
     try:
         return RefreshService(resolved, engine).refresh()
@@ -219,25 +233,15 @@ def test_a_check_that_fails_after_its_start_period_is_rolled_back(stack: Stack) 
     runtime = Runtime.make(stack)
     v1 = runtime.publish("v1", cmd=QUICK_STOP)
     stack.pull_local(v1.ref)
-    name = f"{runtime.prefix}sick"
-    api = stack.client.api
-    api.create_container(
-        v1.ref,
-        name=name,
-        healthcheck=ready_check(retries=1, start_period=3),
-        host_config=api.create_host_config(network_mode="none"),
+    name = started(
+        stack, f"{runtime.prefix}sick", v1, {}, healthcheck=ready_check(retries=1, start_period=3)
     )
-    api.start(name)
+    api = stack.client.api
     before = api.inspect_container(name)["Id"]
     runtime.publish("v2", cmd=QUICK_STOP)
-    resolved = runtime.settings(SWAP_HEALTH_TIMEOUT="1")
-    engine = build_engine(resolved)
-    try:
-        started = time.monotonic()
-        result = RefreshService(resolved, engine).refresh()
-        took = time.monotonic() - started
-    finally:
-        engine.close()
+    began = time.monotonic()
+    result = refresh_once(runtime, SWAP_HEALTH_TIMEOUT="1")
+    took = time.monotonic() - began
     assert "unhealthy" in result.failed[name].reason
     assert took >= 3  # not judged inside its start period, whatever SWAP_HEALTH_TIMEOUT says
     assert stack.running_image(name) == (v1.image_id, True)
@@ -250,14 +254,8 @@ def test_a_restarting_workspace_is_left_to_settle(stack: Stack) -> None:
     runtime = Runtime.make(stack)
     v1 = runtime.publish("v1", cmd=["/bin/sh", "-c", "exit 1"])
     stack.pull_local(v1.ref)
-    name = f"{runtime.prefix}looping"
+    name = started(stack, f"{runtime.prefix}looping", v1, {"restart_policy": {"Name": "always"}})
     api = stack.client.api
-    api.create_container(
-        v1.ref,
-        name=name,
-        host_config=api.create_host_config(network_mode="none", restart_policy={"Name": "always"}),
-    )
-    api.start(name)
     runtime.publish("v2", cmd=QUICK_STOP)
 
     def restarts() -> int:
@@ -272,12 +270,7 @@ def test_a_restarting_workspace_is_left_to_settle(stack: Stack) -> None:
     while restarts() == count:
         assert time.monotonic() < deadline + 30
         time.sleep(0.005)
-    resolved = runtime.settings()
-    engine = build_engine(resolved)
-    try:
-        result = RefreshService(resolved, engine).refresh()
-    finally:
-        engine.close()
+    result = refresh_once(runtime)
     assert result.deferred == {name: "restarting"}
     assert api.inspect_container(name)["Image"] == v1.image_id
 
@@ -290,12 +283,7 @@ def test_a_stopped_workspace_waits_for_a_canary(stack: Stack) -> None:
     runner = runtime.workspace("runner", v1)
     idle = runtime.workspace("idle", v1, start=False)
     runtime.publish("v2", cmd=["/bin/no-such-command"])
-    resolved = runtime.settings()
-    engine = build_engine(resolved)
-    try:
-        result = RefreshService(resolved, engine).refresh()
-    finally:
-        engine.close()
+    result = refresh_once(runtime)
     assert list(result.failed) == [runner]
     assert result.deferred == {idle: f"held: the canary {runner} failed"}
     assert stack.running_image(idle) == (v1.image_id, False)

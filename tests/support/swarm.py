@@ -355,24 +355,14 @@ class Node:
         self.frozen = False
         self.partitioned = False
         self._client: docker.DockerClient | None = None
+        # The engine's unix socket on the host, its address for a Docker client, and its
+        # log (containerd's output goes there too).
+        self.socket = root / "docker.sock"
+        self.base_url = f"unix://{self.socket}"
+        self.log = root / "dockerd.log"
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, {self.address}, {self.role})"
-
-    @property
-    def socket(self) -> Path:
-        """The engine's unix socket on the host."""
-        return self.root / "docker.sock"
-
-    @property
-    def base_url(self) -> str:
-        """The engine's address for a Docker client."""
-        return f"unix://{self.socket}"
-
-    @property
-    def log(self) -> Path:
-        """The dockerd log (containerd's output goes there too)."""
-        return self.root / "dockerd.log"
 
     @property
     def constraint(self) -> str:
@@ -459,17 +449,10 @@ class Swarm(Closing):
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    def start(
-        cls,
-        nodes: int = 3,
-        *,
-        managers: int = 1,
-        heartbeat: float = 1.0,
-        prefix: str = PREFIX,
-        workdir: Path | None = None,
-    ) -> Swarm:
-        """Build and start a swarm; raise SwarmUnavailable if this machine cannot."""
-        swarm = cls(nodes, managers=managers, heartbeat=heartbeat, prefix=prefix, workdir=workdir)
+    def start(cls, nodes: int = 3, **options: Any) -> Swarm:
+        """Build and start a swarm (`options` as the constructor takes them); raise
+        SwarmUnavailable if this machine cannot."""
+        swarm = cls(nodes, **options)
         try:
             swarm._start()
         except BaseException:

@@ -19,7 +19,8 @@ import docker.errors
 import docker.types
 
 from tests.support.daemons import Closing
-from tests.support.stack import QUICK_STOP_CMD, Published, unique
+from tests.support.deliveries import template_name
+from tests.support.stack import Published, unique
 from tests.support.swarm import Node, Swarm
 from tests.support.workspaces import ADMIN_KEY
 
@@ -38,15 +39,12 @@ class SwarmRuntime(Closing):
     def __post_init__(self) -> None:
         self.registry = self.registry or self.swarm.registry
 
-    @property
-    def repository(self) -> str:
-        return f"org/workspace-template-{self.name}"
-
     def publish(self, version: str, **kwargs: Any) -> Published:
-        """Push a new version of the template under `latest` (a quick-stopping busybox)."""
-        kwargs.setdefault("cmd", QUICK_STOP_CMD)
+        """Push a new version of the template under `latest` (a quick-stopping busybox
+        unless `cmd` says otherwise)."""
+        repository = f"org/{template_name(self.name)}"
         return self.swarm.publish(
-            self.repository, version=version, registry=self.registry, auth=self.auth, **kwargs
+            repository, version=version, registry=self.registry, auth=self.auth, **kwargs
         )
 
     def service(self, suffix: str, image: str, node: Node, **kwargs: Any) -> str:

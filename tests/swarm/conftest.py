@@ -34,8 +34,13 @@ def swarm1() -> Iterator[Swarm]:
     yield from start_swarm(1)
 
 
+def runtime_on(swarm: Swarm) -> Iterator[SwarmRuntime]:
+    """A runtime of its own on `swarm`, its services removed afterwards."""
+    with SwarmRuntime(swarm) as made:
+        yield made
+
+
 @pytest.fixture
 def runtime(swarm1: Swarm) -> Iterator[SwarmRuntime]:
-    """A runtime of its own on the one-node swarm, its services removed afterwards."""
-    with SwarmRuntime(swarm1) as made:
-        yield made
+    """A runtime on the one-node swarm."""
+    yield from runtime_on(swarm1)

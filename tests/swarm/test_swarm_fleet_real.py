@@ -21,7 +21,7 @@ from tests.support.stack import Published
 from tests.support.swarm import Swarm
 from tests.support.swarm_runtime import SwarmRuntime
 
-from .conftest import start_swarm
+from .conftest import runtime_on, start_swarm
 
 SECRET = "swarm-webhook-secret"
 SUFFIXES = ("1", "2", "3")
@@ -33,9 +33,9 @@ def swarm3() -> Iterator[Swarm]:
 
 
 @pytest.fixture
-def fleet_runtime(swarm3: Swarm) -> Iterator[SwarmRuntime]:
-    with SwarmRuntime(swarm3) as made:
-        yield made
+def runtime(swarm3: Swarm) -> Iterator[SwarmRuntime]:
+    """A runtime on the three-node swarm (this module's, not the one-node swarm's)."""
+    yield from runtime_on(swarm3)
 
 
 def serve(
@@ -50,14 +50,15 @@ def deliver(server: ReceiverProcess, runtime: SwarmRuntime, digest: str) -> str:
     return deliveries.deliver_publish(server.base, runtime.name, digest, SECRET)
 
 
-def one_per_node(runtime: SwarmRuntime, image: Published) -> list[str]:
-    """A workspace service pinned to each node, running `image`."""
+def one_per_node(runtime: SwarmRuntime) -> tuple[Published, list[str]]:
+    """v1, and a workspace service on it pinned to each node."""
+    image = runtime.publish("v1")
     names = [
         runtime.service(suffix, image.pinned, node)
         for suffix, node in zip(SUFFIXES, runtime.swarm.nodes, strict=True)
     ]
     runtime.wait_running(dict.fromkeys(names, image), timeout=60)
-    return names
+    return image, names
 
 
 def record(server: ReceiverProcess, token: str, runtime: SwarmRuntime) -> dict[str, Any]:
@@ -74,11 +75,9 @@ def update_starts(runtime: SwarmRuntime) -> dict[str, str | None]:
 
 
 def test_a_delivery_rolls_every_node_and_a_restart_updates_nothing(
-    fleet_runtime: SwarmRuntime, tmp_path: Path
+    runtime: SwarmRuntime, tmp_path: Path
 ) -> None:
-    runtime = fleet_runtime
-    v1 = runtime.publish("v1")
-    names = one_per_node(runtime, v1)
+    v1, names = one_per_node(runtime)
     bystander = runtime.named_service(f"db-{runtime.name}", v1.pinned, runtime.swarm.nodes[1])
     server = serve(runtime, tmp_path)
     try:
@@ -119,11 +118,9 @@ def test_a_delivery_rolls_every_node_and_a_restart_updates_nothing(
 
 
 def test_a_broken_image_stops_at_the_canary_and_is_quarantined(
-    fleet_runtime: SwarmRuntime, tmp_path: Path
+    runtime: SwarmRuntime, tmp_path: Path
 ) -> None:
-    runtime = fleet_runtime
-    v1 = runtime.publish("v1")
-    names = one_per_node(runtime, v1)
+    v1, names = one_per_node(runtime)
     server = serve(runtime, tmp_path)
     try:
         token = server.admin_token()
@@ -145,12 +142,10 @@ def test_a_broken_image_stops_at_the_canary_and_is_quarantined(
 
 
 def test_a_node_down_mid_update_converges_once_it_is_back(
-    fleet_runtime: SwarmRuntime, tmp_path: Path
+    runtime: SwarmRuntime, tmp_path: Path
 ) -> None:
-    runtime = fleet_runtime
     swarm = runtime.swarm
-    v1 = runtime.publish("v1")
-    names = one_per_node(runtime, v1)
+    _, names = one_per_node(runtime)
     down = swarm.nodes[2]
     server = serve(
         runtime,
@@ -223,9 +218,8 @@ def test_a_private_image_is_pulled_by_every_node_with_registry_auth(
     password = secrets.token_urlsafe(12)
     registry = swarm3.start_registry(f"private-{secrets.token_hex(3)}", {"puller": password})
     with SwarmRuntime(swarm3, registry=registry, auth=("puller", password)) as runtime:
-        v1 = runtime.publish("v1")
         swarm3.manager.client.login("puller", password, registry=registry)
-        names = one_per_node(runtime, v1)
+        v1, names = one_per_node(runtime)
         forget_pull_credentials(swarm3, names, v1, registry)
         server = serve(runtime, tmp_path, GHCR_USER="puller", GHCR_TOKEN=password)
         try:

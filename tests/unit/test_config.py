@@ -133,41 +133,31 @@ def test_docker_settings_pass_through() -> None:
 
 
 def test_swarm_mode_settings() -> None:
-    """ORCHESTRATOR picks docker (default) or swarm; INSECURE_REGISTRIES are host:port,
-    kept lower-case; SWARM_UPDATE_TIMEOUT bounds one wait."""
-    default = config.load({"RUNTIMES": "a"})
-    assert default.orchestrator is config.Orchestrator.DOCKER
-    assert default.insecure_registries == ()
-    assert default.swarm_update_timeout == 300
-    swarm = config.load(
-        {
-            "RUNTIMES": "a",
-            "ORCHESTRATOR": "Swarm",
-            "INSECURE_REGISTRIES": "Registry.Internal:5000, 10.0.0.1:5001, plain, [fd00::1]:5000",
-            "SWARM_UPDATE_TIMEOUT": "45",
-        }
-    )
-    assert swarm.orchestrator is config.Orchestrator.SWARM
-    assert swarm.insecure_registries == (
-        "registry.internal:5000",
-        "10.0.0.1:5001",
-        "plain",
-        "[fd00::1]:5000",
-    )
-    assert swarm.swarm_update_timeout == 45
+    """ORCHESTRATOR picks docker (default) or swarm; INSECURE_REGISTRIES are host or
+    host:port, kept lower-case; SWARM_UPDATE_TIMEOUT bounds one wait."""
+
+    def swarm_part(settings: config.Config) -> tuple[object, ...]:
+        return settings.orchestrator, settings.insecure_registries, settings.swarm_update_timeout
+
+    assert swarm_part(config.load({"RUNTIMES": "a"})) == (config.Orchestrator.DOCKER, (), 300)
+    env = {
+        "RUNTIMES": "a",
+        "ORCHESTRATOR": "Swarm",
+        "INSECURE_REGISTRIES": "Registry.Internal:5000, 10.0.0.1:5001, plain, [fd00::1]:5000",
+        "SWARM_UPDATE_TIMEOUT": "45",
+    }
+    registries = ("registry.internal:5000", "10.0.0.1:5001", "plain", "[fd00::1]:5000")
+    assert swarm_part(config.load(env)) == (config.Orchestrator.SWARM, registries, 45)
 
 
-def test_bad_swarm_mode_settings_are_refused() -> None:
-    found = problems(
-        {
-            "RUNTIMES": "a",
-            "ORCHESTRATOR": "kubernetes",
-            "INSECURE_REGISTRIES": "http://registry:5000",
-            "SWARM_UPDATE_TIMEOUT": "0",
-        }
-    )
-    assert [line.split(":", 1)[0] for line in found] == [
-        "ORCHESTRATOR",
-        "INSECURE_REGISTRIES",
-        "SWARM_UPDATE_TIMEOUT",
-    ]
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ORCHESTRATOR", "kubernetes"),
+        ("INSECURE_REGISTRIES", "http://r:5000"),
+        ("SWARM_UPDATE_TIMEOUT", "0"),
+    ],
+)
+def test_a_bad_swarm_mode_setting_is_refused(name: str, value: str) -> None:
+    (line,) = problems({"RUNTIMES": "a", name: value})
+    assert line.startswith(f"{name}:")
