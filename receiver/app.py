@@ -7,12 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from . import admin, probes, status, webhooks
 from .admin_auth import AdminTokens
@@ -101,27 +103,55 @@ def _lifespan(
     return lifespan
 
 
-def create_app(settings: Config, engine: Engine, parts: Parts) -> Starlette:
+class ReceiverApp(Starlette):
+    """The Starlette application, with one fast lane: a `POST /webhooks/github` goes straight
+    to its endpoint, past Starlette's error and exception middleware and its router.
+
+    A flood of deliveries is the load the receiver must take, and those layers cost as much
+    per delivery as decoding it (docs/benchmarks.md). The endpoint answers every outcome
+    itself and raises nothing on purpose; should it fail, uvicorn logs the error and
+    answers 500, as the middleware would. The route stays in the table, where other methods
+    get the JSON 405.
+    """
+
+    def __init__(self, *, webhook: webhooks.WebhookEndpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.webhook = webhook
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == webhooks.PATH
+            and scope["method"] == "POST"
+        ):
+            await self.webhook(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Config, engine: Engine, parts: Parts) -> ReceiverApp:
     """Build the application; everything it talks to is passed in."""
     coordinator = parts.coordinator
     images = {runtime: settings.image_for(runtime) for runtime in settings.runtimes}
     poller = _poller(settings, parts)
-    app = Starlette(
+    hook = webhooks.WebhookEndpoint(
+        coordinator=coordinator,
+        registry=parts.registry,
+        images=images,
+        secrets=settings.webhook_secrets,
+        dispatch_types=settings.dispatch_event_types,
+        max_body=settings.webhook_max_body,
+        metrics=parts.metrics,
+    )
+    app = ReceiverApp(
+        webhook=hook,
         routes=[
+            hook.route(),
             *probes.routes(engine=engine, metrics=parts.metrics),
             *admin.routes(
                 coordinator=coordinator,
                 tokens=parts.tokens,
                 status=lambda: status.snapshot(coordinator.book, images, poller),
-            ),
-            *webhooks.routes(
-                coordinator=coordinator,
-                registry=parts.registry,
-                images=images,
-                secrets=settings.webhook_secrets,
-                dispatch_types=settings.dispatch_event_types,
-                max_body=settings.webhook_max_body,
-                metrics=parts.metrics,
             ),
         ],
         lifespan=_lifespan(parts, poller),
@@ -139,7 +169,7 @@ def build_app(
     engine: Engine,
     service: Refresher | None = None,
     http: httpx.AsyncClient | None = None,
-) -> Starlette:
+) -> ReceiverApp:
     """Compose the service: refresh service, digest book, coordinator, registry client, tokens,
     metrics and notifications."""
     service = service or RefreshService(settings, engine)

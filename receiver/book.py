@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from .clock import SYSTEM, Clock
 from .outcomes import Failure, Source
 from .result import RefreshResult
@@ -27,9 +29,12 @@ class Pending:
     arrived: float = 0.0  # monotonic
 
 
-@dataclass(frozen=True)
-class TriggerRecord:
-    """The last trigger of a runtime: when (wall time), from where, for which digest."""
+class TriggerRecord(msgspec.Struct, frozen=True, gc=False):
+    """The last trigger of a runtime: when (wall time), from where, for which digest.
+
+    Made on every trigger, a flood of redeliveries included, so a msgspec Struct: as
+    immutable as the frozen dataclasses beside it, and a fifth of their cost to make.
+    """
 
     at: float
     source: Source

@@ -138,14 +138,14 @@ class Coordinator:
 
         `arrived` (monotonic) is when the trigger came in, if earlier than now.
         """
-        arrived = self.clock.monotonic() if arrived is None else arrived
         state = self.book.states[runtime]
         self.book.note_trigger(runtime, digest, source)
         if digest is not None and digest == state.seen:
-            return TriggerOutcome.UNCHANGED
+            return TriggerOutcome.UNCHANGED  # the common case of a flood of redeliveries
         held = state.quarantined
         if held is not None and digest == held.digest:
             return TriggerOutcome.QUARANTINED
+        arrived = self.clock.monotonic() if arrived is None else arrived
         if self.settings.mode is RefreshMode.NOTIFY:
             self._announce(runtime, digest, source)
             return TriggerOutcome.AVAILABLE

@@ -8,6 +8,7 @@ the word and nothing ever has to be parsed back out of a string.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from .errors import Cause, ReceiverError, SwapError
@@ -38,8 +39,10 @@ POLL = Source(SourceKind.POLL)
 RETRY = Source(SourceKind.RETRY)
 
 
+@functools.lru_cache(maxsize=16)
 def webhook(event: str) -> Source:
-    """The source of a trigger that a delivery of `event` made."""
+    """The source of a trigger that a delivery of `event` made (one value per event: the
+    webhook route asks for it on every delivery)."""
     return Source(SourceKind.WEBHOOK, event)
 
 

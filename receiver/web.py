@@ -1,9 +1,24 @@
-"""HTTP helpers every route module shares: JSON error answers and capped body reads."""
+"""HTTP helpers every route module shares: JSON answers and capped body reads.
+
+The Starlette forms serve the admin and probe routes; the bare ASGI forms serve the webhook
+route, which a flood of deliveries runs thousands of times a second.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive, Send
+
+_JSON_HEADERS = ((b"content-type", b"application/json"),)
+_encode = msgspec.json.Encoder().encode
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was in."""
 
 
 def error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -13,12 +28,49 @@ def error(status: int, message: str, **headers: str) -> JSONResponse:
 
 async def read_capped(request: Request, limit: int) -> bytes | None:
     """The request body, or None as soon as it grows past `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    return await receive_capped(request.receive, limit, request.headers.get("content-length"))
+
+
+async def receive_capped(receive: Receive, limit: int, declared: str | None) -> bytes | None:
+    """A bare ASGI request's body, or None as soon as it grows past `limit` bytes (or its
+    Content-Length says it will). Raises ClientGone when the client disconnects."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False) and message["type"] == "http.request":
+        # The whole body in one message: the usual case, and no copy.
+        return body if len(body) <= limit else None
+    collected = bytearray()
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        collected += message.get("body", b"")
+        if len(collected) > limit:
             return None
-    return bytes(body)
+        if not message.get("more_body", False):
+            return bytes(collected)
+        message = await receive()
+
+
+def json_body(document: object) -> bytes:
+    """`document` as compact UTF-8 JSON."""
+    return _encode(document)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer a bare ASGI request with `body` (JSON already encoded)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *_JSON_HEADERS,
+                (b"content-length", str(len(body)).encode("ascii")),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

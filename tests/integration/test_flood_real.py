@@ -213,7 +213,7 @@ def test_a_forged_delivery_is_refused_without_parsing_its_body(
 
     base = {"Content-Type": "application/json", "X-GitHub-Event": "package"}
     try:
-        monkeypatch.setattr("receiver.github.json.loads", refuse_to_parse)
+        monkeypatch.setattr("receiver.payloads.decode", refuse_to_parse)
         unsigned = client.post("/webhooks/github", content=body, headers=base)
         forged = client.post(
             "/webhooks/github",

@@ -14,6 +14,7 @@ from urllib.parse import quote_plus, urlencode
 import pytest
 from starlette.datastructures import Headers
 
+from receiver import payloads
 from receiver.errors import ReceiverError
 from receiver.github import (
     Delivery,
@@ -26,6 +27,7 @@ from receiver.github import (
     verify_signature,
 )
 from receiver.imageref import ImageRef
+from receiver.payloads import decode
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "github"
 SECRET = "s3cret"
@@ -67,8 +69,8 @@ def headers_for(
 
 
 def delivery(event: str, payload: Mapping[str, Any]) -> Delivery:
-    """A delivery as parse_delivery would return it."""
-    return Delivery(event=event, delivery_id="d-1", payload=payload)
+    """A delivery as parse_delivery would return it for this JSON payload."""
+    return Delivery(event=event, delivery_id="d-1", payload=decode(event, json.dumps(payload)))
 
 
 def status_of(call: Callable[[], object]) -> int:
@@ -197,13 +199,16 @@ def test_a_string_is_not_a_list_of_secrets() -> None:
 
 
 def test_parse_json_delivery() -> None:
-    """A signed JSON delivery yields its event, delivery GUID and payload."""
-    body = b'{"zen":"Keep it logically awesome.","hook_id":1}'
-    parsed = parse_delivery(headers_for(body, event="ping"), body, [SECRET])
+    """A signed JSON delivery yields its event, delivery GUID and the payload's fields the
+    receiver reads (the rest is skipped)."""
+    body = b'{"action":"t","client_payload":{"runtime":"a","x":[1]},"zen":"Keep it awesome."}'
+    parsed = parse_delivery(headers_for(body, event="repository_dispatch"), body, [SECRET])
     assert parsed == Delivery(
-        event="ping",
+        event="repository_dispatch",
         delivery_id="72d3162e-cc78-11e3-81ab-4c9367dc0958",
-        payload={"zen": "Keep it logically awesome.", "hook_id": 1},
+        payload=payloads.DispatchEvent(
+            action="t", client_payload=payloads.ClientPayload(runtime="a")
+        ),
     )
 
 
@@ -240,7 +245,7 @@ def test_json_content_type_parameters_allowed(content_type: str) -> None:
     """Media type parameters and case do not matter."""
     body = b"{}"
     headers = headers_for(body, content_type=content_type)
-    assert parse_delivery(headers, body, [SECRET]).payload == {}
+    assert parse_delivery(headers, body, [SECRET]).payload == payloads.OtherEvent()
 
 
 @pytest.mark.parametrize(
@@ -335,10 +340,14 @@ def test_order_event_before_body() -> None:
 
 def test_form_delivery() -> None:
     """A form delivery carries the JSON in `payload`, signed over the whole raw form body."""
-    document = {"zen": "Design for failure & + = %.", "hook_id": 7}
+    document = {"action": "Design for failure & + = %.", "client_payload": {"runtime": "a"}}
     body = urlencode({"payload": json.dumps(document)}).encode("ascii")
-    headers = headers_for(body, content_type="application/x-www-form-urlencoded")
-    assert parse_delivery(headers, body, [SECRET]).payload == document
+    headers = headers_for(
+        body, event="repository_dispatch", content_type="application/x-www-form-urlencoded"
+    )
+    assert parse_delivery(headers, body, [SECRET]).payload == payloads.DispatchEvent(
+        action="Design for failure & + = %.", client_payload=payloads.ClientPayload(runtime="a")
+    )
 
 
 def test_form_signed_over_json_only_is_401() -> None:
@@ -391,7 +400,13 @@ def test_fixtures_parse_in_both_encodings(name: str, encoding: str) -> None:
     headers = headers_for(body, event=event, content_type=content_type)
     parsed = parse_delivery(headers, body, [SECRET])
     assert parsed.event == event
-    assert parsed.payload == json.loads(text)
+    assert parsed.payload == decode(event, text)
+    kinds = {
+        "package": payloads.PackageEvent,
+        "registry_package": payloads.PackageEvent,
+        "repository_dispatch": payloads.DispatchEvent,
+    }
+    assert type(parsed.payload) is kinds.get(event, payloads.OtherEvent)
 
 
 # Interpreting: ping and unknown events
