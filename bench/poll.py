@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 
 from receiver import imageref
-from receiver.app import REGISTRY_TIMEOUT
 from receiver.clock import SystemClock
-from receiver.registry import MANIFEST_TYPES, RegistryClient
+from receiver.registry import MANIFEST_TYPES, TIMEOUT, RegistryClient, http_client
 
 from .util import python, ratios, say, summary
 
@@ -81,7 +80,7 @@ async def _ours(info: dict[str, Any], count: int) -> dict[str, dict[str, float]]
     ]
     clock = AheadClock()
     out: dict[str, dict[str, float]] = {}
-    async with httpx.AsyncClient(timeout=REGISTRY_TIMEOUT) as http:
+    async with http_client() as http:
         client = RegistryClient(http, (info["user"], info["password"]), clock=clock)
         for name in ("first", "cold", "warm"):
             if name == "cold":
@@ -108,7 +107,7 @@ async def _baseline(info: dict[str, Any], count: int) -> dict[str, float]:
     auth = httpx.BasicAuth(info["user"], info["password"])
     heads = tokens = 0
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=REGISTRY_TIMEOUT) as http:
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         for repo in info["repositories"][:count]:
             tokens += 1
             answer = await http.get(

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from . import admin, probes, status, webhooks
+from . import admin, probes, registry, status, webhooks
 from .admin_auth import AdminTokens
 from .book import DigestBook
 from .config import Config
@@ -31,7 +31,6 @@ from .registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
-REGISTRY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Background refreshes get this long to finish at shutdown before they are cancelled.
 DRAIN_SECONDS = 60
 NOTIFY_DRAIN_SECONDS = 10
@@ -175,7 +174,7 @@ def build_app(
     service = service or RefreshService(settings, engine)
     metrics = Metrics()
     # TLS is always verified; a registry on loopback is reached over plain HTTP (registry.py).
-    http = http or httpx.AsyncClient(timeout=REGISTRY_TIMEOUT)
+    http = http or registry.http_client()
     notifier = Notifier(http, settings.notify_url) if settings.notify_url else None
     listeners: list[Listener] = [metrics.refreshed]
     if notifier is not None:

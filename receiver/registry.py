@@ -36,12 +36,34 @@ MANIFEST_TYPES = ", ".join(
 DEFAULT_TOKEN_SECONDS = 60  # the token spec's default when expires_in is absent (GHCR omits it)
 TOKEN_MARGIN_SECONDS = 5  # renew this early so a token never expires between check and use
 SCOPES_PER_TOKEN = 50  # repositories named in one token request (keeps the URL a few KB)
-CONCURRENCY = 16  # registry requests in flight at once, across all runtimes
+# Registry requests in flight at once, across all runtimes: enough for a tick of 100
+# runtimes to take one round trip of HEADs (over one HTTP/2 connection where the registry
+# speaks it, as GHCR does).
+CONCURRENCY = 100
 ATTEMPTS = 3  # tries of one request that keeps answering 429
 MAX_RETRY_WAIT = 60.0  # a longer Retry-After gives up until the next tick instead
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# More idle HTTP/1.1 connections than this cost more than they save: httpx's pool scans
+# every connection for every request it places (measured: 50 kept alive made a 100-runtime
+# tick take 0.7 s of CPU, against 0.13 s with 20).
+KEEPALIVE_CONNECTIONS = 20
 _HUB_API = "registry-1.docker.io"
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 _LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
+
+
+def http_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The HTTP client for registries (and notifications): HTTP/2 where the server offers it
+    (GHCR does), so a tick's HEADs share one connection and one TLS handshake instead of a
+    hundred; HTTP/1.1 elsewhere. `transport` replaces the network (tests)."""
+    return httpx.AsyncClient(
+        timeout=TIMEOUT,
+        http2=True,
+        limits=httpx.Limits(
+            max_connections=CONCURRENCY, max_keepalive_connections=KEEPALIVE_CONNECTIONS
+        ),
+        transport=transport,
+    )
 
 
 class RegistryError(ReceiverError):
@@ -165,19 +187,41 @@ class RegistryClient:
             by_host.setdefault(ref.registry, []).append(ref)
         rest: list[ImageRef] = []
         for registry, host_refs in by_host.items():
-            host = self._host(registry)
-            if not host.probed:
-                # The first answer tells whether the registry wants tokens, and where from.
-                await one(host_refs[0])
-                host_refs = host_refs[1:]
+            if not self._host(registry).probed:
+                # The first answer tells whether the registry wants tokens, and where from;
+                # then one token request covers every repository, the first one included.
+                first = host_refs[0]
+                try:
+                    found: str | RegistryError | None = await self._probe(first)
+                except RegistryError as exc:
+                    found = exc
+                if found is not None:
+                    results[first] = found
+                    host_refs = host_refs[1:]
             await self._prefetch(registry, [ref.repository for ref in host_refs])
             rest += host_refs
         await asyncio.gather(*(one(ref) for ref in rest))
         return {ref: results[ref] for ref in wanted}
 
-    async def _lookup(self, ref: ImageRef) -> str:
+    async def _probe(self, ref: ImageRef) -> str | None:
+        """Ask for `ref` with no token, to learn the host's challenge: None when it sent one
+        (ask again with a token), else the digest it answered."""
+        response = await self._head(ref.registry, self._manifest_url(ref), None)
+        host = self._host(ref.registry)
+        host.probed = True
+        if response.status_code == 401:
+            challenge = parse_challenge(response.headers.get("www-authenticate", ""))
+            if challenge is not None:
+                host.challenge = challenge
+                return None
+        return _digest_from(ref, response)
+
+    def _manifest_url(self, ref: ImageRef) -> str:
         base = base_url(ref.registry, self.insecure)
-        url = f"{base}/v2/{ref.repository}/manifests/{ref.pull_tag}"
+        return f"{base}/v2/{ref.repository}/manifests/{ref.pull_tag}"
+
+    async def _lookup(self, ref: ImageRef) -> str:
+        url = self._manifest_url(ref)
         host = self._host(ref.registry)
         token = self._cached(host, ref.repository)
         if token is None and host.challenge is not None:

@@ -89,8 +89,8 @@ def test_poller_catches_an_update_made_while_down_and_a_restart_changes_nothing(
 def test_poller_on_a_token_registry_batches_tokens_and_pulls_with_credentials(
     stack: Stack, token_registry: TokenRegistry, tmp_path: Path
 ) -> None:
-    """Private repositories behind a GHCR-like token service: the first tick costs one token
-    request to learn the challenge plus one naming every other repository, and the engine
+    """Private repositories behind a GHCR-like token service: the first tick costs one HEAD
+    to learn the challenge and one token request naming every repository, and the engine
     pulls with GHCR_USER/GHCR_TOKEN."""
     token_registry.reset()
     creds = ("reader", token_registry.users["reader"])
@@ -138,7 +138,7 @@ def test_poller_on_a_token_registry_batches_tokens_and_pulls_with_credentials(
         assert server.stop(timeout=60) == 0
     requests = token_registry.token_requests()
     polls = [r for r in requests if not r.from_engine]
-    assert [len(r.scopes) for r in polls] == [1, 2]
+    assert [len(r.scopes) for r in polls] == [3]
     assert all(r.user == "reader" and r.status == 200 for r in polls)
     pulls = [r for r in requests if r.from_engine]
     assert len(pulls) >= len(runtimes)
