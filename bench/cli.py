@@ -16,7 +16,7 @@ from typing import Any
 from . import report
 from .util import ROOT, commit, loadavg, machine, say, write_json
 
-ALL = ("ingest", "trigger", "swap", "poll", "memory")
+ALL = ("delivery", "ingest", "trigger", "swap", "poll", "memory")
 QUIET_LOAD = 1.5
 
 
@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=PYTHONPATH",
         help="also measure the receiver (and the ceiling) importing from PYTHONPATH first, "
         "e.g. a patched copy of receiver/ (ingest, trigger, swap); repeatable",
+    )
+    parser.add_argument(
+        "--before",
+        default=None,
+        metavar="GIT_REF",
+        help="delivery: the older receiver to profile beside this one (default: the last "
+        "commit before the speed work)",
     )
     parser.add_argument(
         "--render",
@@ -147,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
                 return {"error": f"{type(exc).__name__}: {exc}"[:2000]}
 
         bench = results["benchmarks"]
+        if "delivery" in wanted:
+            from . import delivery
+
+            before = args.before or delivery.BEFORE
+            bench["delivery"] = attempt(
+                "delivery", lambda: delivery.run(workdir, before, 1 if quick else reps)
+            )
         if "ingest" in wanted:
             from . import ingest
 

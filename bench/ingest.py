@@ -21,7 +21,17 @@ from typing import Any
 import httpx
 
 from . import deliveries
-from .util import LOAD_CPU, ROOT, Child, free_port, pinned, python, ratios, say, summary
+from .util import (
+    LOAD_CPU,
+    Child,
+    free_port,
+    pinned,
+    ratios,
+    say,
+    server_python,
+    server_pythonpath,
+    summary,
+)
 
 RUNTIME = "ingest"
 OCTOKIT_PACKAGE = "@octokit/webhooks"
@@ -40,11 +50,6 @@ def receiver_env(stack: Any, secret: str, extra: dict[str, str] | None = None) -
     return env
 
 
-def _pythonpath(first: str) -> str:
-    """PYTHONPATH for `python -m bench.…` children run outside the repository root."""
-    return os.pathsep.join(p for p in (first, str(ROOT)) if p)
-
-
 def seed_image(stack: Any) -> str:
     """Publish the ingest runtime's image and pull it, so boot seeding knows its digest."""
     published = stack.publish(deliveries.repository(RUNTIME), version="ingest-v1")
@@ -56,16 +61,14 @@ def start_receiver(
     stack: Any, secret: str, workdir: Path, name: str, pythonpath: str = ""
 ) -> Child:
     port = free_port()
-    env = receiver_env(stack, secret)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+    env = {**receiver_env(stack, secret), "PYTHONPATH": server_pythonpath(pythonpath)}
     child = Child(
         name,
-        [python(), "-m", "receiver", "serve", "--port", str(port)],
+        [server_python(), "-m", "receiver", "serve", "--port", str(port)],
         workdir / f"{name}.log",
         env=env,
-        # Not the repository root: the installed receiver is imported (or, for a variant
-        # under test, whatever PYTHONPATH names first).
+        # Not the repository root: the checkout's receiver comes from PYTHONPATH (after a
+        # variant under test, when there is one).
         cwd=workdir,
         port=port,
     )
@@ -128,11 +131,10 @@ def wrk(
 
 def start_ceiling(secret: str, workdir: Path, name: str, pythonpath: str = "") -> Child:
     port = free_port()
-    env = {**os.environ, "BENCH_SECRET": secret}
-    env["PYTHONPATH"] = _pythonpath(pythonpath or env.get("PYTHONPATH", ""))
+    env = {**os.environ, "BENCH_SECRET": secret, "PYTHONPATH": server_pythonpath(pythonpath)}
     child = Child(
         name,
-        [python(), "-m", "bench.ceiling", "--port", str(port)],
+        [server_python(), "-m", "bench.ceiling", "--port", str(port)],
         workdir / f"{name.replace(' ', '-')}.log",
         env=env,
         cwd=workdir,

@@ -36,7 +36,7 @@ from receiver.admin_auth import AdminTokens
 from tests.support.stack import QUICK_STOP_CMD
 
 from . import deliveries
-from .util import Child, free_port, python, ratios, say, summary
+from .util import Child, free_port, ratios, say, server_python, server_pythonpath, summary
 
 GRACE_SECONDS = 0.5
 DEFAULT_PARALLELISM = 16  # the receiver's default
@@ -111,12 +111,11 @@ class Fleet:
                 "SWAP_GRACE_SECONDS": str(GRACE_SECONDS),
                 "SWAP_PARALLELISM": str(parallelism),
             }
-            if pythonpath:
-                env["PYTHONPATH"] = pythonpath
+            env["PYTHONPATH"] = server_pythonpath(pythonpath)
             slug = label.replace(" ", "-").replace("=", "")
             child = Child(
                 f"receiver {label}",
-                [python(), "-m", "receiver", "serve", "--port", str(port)],
+                [server_python(), "-m", "receiver", "serve", "--port", str(port)],
                 self.workdir / f"swap-{slug}.log",
                 env=env,
                 cwd=self.workdir,

@@ -166,6 +166,8 @@ def machine() -> dict[str, Any]:
     import starlette
     import uvicorn
 
+    from receiver.server import OPTIONS
+
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -175,23 +177,12 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "uvicorn": uvicorn.__version__,
         "starlette": starlette.__version__,
-        "uvicorn_http": _uvicorn_http(),
+        "uvicorn_http": f"{OPTIONS['http']} and {OPTIONS['loop']}",
+        "server_python": server_python(),
         "node": _version(["node", "--version"]),
         "wrk": _version(["wrk", "--version"]).split(" [")[0],
         "docker": _version(["docker", "version", "--format", "{{.Client.Version}}"]),
     }
-
-
-def _uvicorn_http() -> str:
-    """Which HTTP parser and loop uvicorn's "auto" picks in this environment."""
-    parts = []
-    for module, name in (("httptools", "httptools"), ("uvloop", "uvloop")):
-        try:
-            __import__(module)
-            parts.append(name)
-        except ImportError:
-            pass
-    return " and ".join(parts) if parts else "h11 and asyncio; no httptools or uvloop"
 
 
 def commit() -> str:
@@ -217,4 +208,22 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def python() -> str:
+    """This interpreter (the dev venv): load generators, proxies, helpers."""
     return sys.executable
+
+
+RUNTIME_VENV = ROOT / ".venv-runtime"
+
+
+def server_python() -> str:
+    """The interpreter the servers under test run on: `.venv-runtime`, which scripts/bench
+    makes with the receiver's runtime dependencies only, as deploy/Dockerfile does (the dev
+    venv's test tools would add their imports to the memory figures); this one without it."""
+    candidate = RUNTIME_VENV / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+def server_pythonpath(first: str = "") -> str:
+    """PYTHONPATH for a server run from outside the checkout: `first` (a variant under
+    test), then the checkout, so its receiver/ and bench/ are the ones imported."""
+    return os.pathsep.join(p for p in (first, str(ROOT)) if p)
