@@ -2,9 +2,10 @@
 
 The registry is a GHCR-like token registry (tests/support/token_registry.py) behind a proxy that
 adds `delay` each way to the registry and to its token realm.  Ours is what the poller
-runs per tick, `RegistryClient.digests()`: batched multi-scope token requests and HEADs 16
-at a time.  The baseline is the original design, in the same process and event loop: per
-runtime, in turn, a token GET for its one scope, then the manifest HEAD.
+runs per tick, `RegistryClient.digests()` on the receiver's own HTTP client: one token
+request naming every repository and the HEADs all at once (up to 100 in flight).  The
+baseline is the original design, in the same process and event loop: per runtime, in turn,
+a token GET for its one scope, then the manifest HEAD.
 """
 
 from __future__ import annotations

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
-
 from .coordinator import Event, RefreshEvent
+from .exposition import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
 from .outcomes import DeliveryOutcome, Source, SourceKind
 from .result import RefreshResult
 from .rollout import Verdict
@@ -36,107 +30,92 @@ def refresh_outcome(runtime: str, result: RefreshResult) -> str:
     return "recreated" if result.recreated else "unchanged" if runtime in result.pulled else "none"
 
 
-class DeliveryCounts(Collector):
-    """`receiver_webhook_deliveries_total{event,outcome}`, counted in plain integers.
-
-    The webhook route counts every delivery, thousands a second in a flood; a labelled
-    prometheus Counter costs a label lookup and a lock each time, as much as a tenth of
-    what the whole delivery costs. Counting happens on the event loop only; a scrape (in
-    any thread) reads a snapshot.
-    """
-
-    NAME = "receiver_webhook_deliveries"
-    HELP = "Webhook deliveries by event and outcome (status class or what was done)."
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._counts: dict[tuple[str, DeliveryOutcome], int] = {}
-        registry.register(self)
-
-    def count(self, event: str, outcome: DeliveryOutcome) -> None:
-        """One more delivery of `event` (a bounded label) with `outcome`."""
-        key = (event, outcome)
-        self._counts[key] = self._counts.get(key, 0) + 1
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self.NAME, self.HELP, labels=("event", "outcome"))
-        for (event, outcome), value in sorted(self._counts.copy().items()):
-            family.add_metric((event, str(outcome)), value)
-        yield family
-
-
 class Metrics:
     """The receiver's counters, histograms and gauges."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.deliveries = DeliveryCounts(r)
-        self.refreshes = Counter(
-            "receiver_refreshes",
-            "Refreshes of one runtime by trigger source and outcome.",
-            ["runtime", "source", "outcome"],
-            registry=r,
+        self.registry = Registry()
+        add = self.registry.add
+        self.deliveries = add(
+            Counter(
+                "receiver_webhook_deliveries",
+                "Webhook deliveries by event and outcome (status class or what was done).",
+                ("event", "outcome"),
+            )
         )
-        self.refresh_duration = Histogram(
-            "receiver_refresh_duration_seconds",
-            "Time one runtime's refresh took: pull, swaps, waits.",
-            ["runtime"],
-            buckets=_REFRESH_BUCKETS,
-            registry=r,
+        self.refreshes = add(
+            Counter(
+                "receiver_refreshes",
+                "Refreshes of one runtime by trigger source and outcome.",
+                ("runtime", "source", "outcome"),
+            )
         )
-        self.recreated = Counter(
-            "receiver_containers_recreated",
-            "Containers moved onto a new image.",
-            ["runtime"],
-            registry=r,
+        self.refresh_duration = add(
+            Histogram(
+                "receiver_refresh_duration_seconds",
+                "Time one runtime's refresh took: pull, swaps, waits.",
+                ("runtime",),
+                buckets=_REFRESH_BUCKETS,
+            )
         )
-        self.poll_ticks = Counter("receiver_poll_ticks", "Poller ticks run.", registry=r)
-        self.poll_tick_duration = Histogram(
-            "receiver_poll_tick_duration_seconds",
-            "Time one poll tick took (registry requests for every runtime).",
-            buckets=_TICK_BUCKETS,
-            registry=r,
+        self.recreated = add(
+            Counter(
+                "receiver_containers_recreated",
+                "Containers moved onto a new image.",
+                ("runtime",),
+            )
         )
-        self.last_poll = Gauge(
-            "receiver_last_poll_timestamp_seconds",
-            "Unix time the last poll tick finished.",
-            registry=r,
+        self.poll_ticks = add(Counter("receiver_poll_ticks", "Poller ticks run."))
+        self.poll_tick_duration = add(
+            Histogram(
+                "receiver_poll_tick_duration_seconds",
+                "Time one poll tick took (registry requests for every runtime).",
+                buckets=_TICK_BUCKETS,
+            )
         )
-        self.quarantines = Counter(
-            "receiver_quarantines",
-            "Digests held because their canary failed by the image's fault.",
-            ["runtime"],
-            registry=r,
+        self.last_poll = add(
+            Gauge("receiver_last_poll_timestamp_seconds", "Unix time the last poll tick finished.")
         )
-        self.quarantined = Gauge(
-            "receiver_quarantined",
-            "1 while a digest of the runtime is quarantined.",
-            ["runtime"],
-            registry=r,
+        self.quarantines = add(
+            Counter(
+                "receiver_quarantines",
+                "Digests held because their canary failed by the image's fault.",
+                ("runtime",),
+            )
         )
-        self.retries = Counter(
-            "receiver_retries",
-            "Refreshes the receiver tried again after a transient failure or a deferral.",
-            ["runtime"],
-            registry=r,
+        self.quarantined = add(
+            Gauge(
+                "receiver_quarantined",
+                "1 while a digest of the runtime is quarantined.",
+                ("runtime",),
+            )
         )
-        self.deferred = Counter(
-            "receiver_deferred",
-            "Workspaces whose swap waited (pre-update hook, paused, canary not proven).",
-            ["runtime"],
-            registry=r,
+        self.retries = add(
+            Counter(
+                "receiver_retries",
+                "Refreshes the receiver tried again after a transient failure or a deferral.",
+                ("runtime",),
+            )
         )
-        self.trigger_to_running = Histogram(
-            "receiver_trigger_to_running_seconds",
-            "From a trigger's arrival to its runtime's containers running the new image.",
-            ["runtime"],
-            buckets=_REFRESH_BUCKETS,
-            registry=r,
+        self.deferred = add(
+            Counter(
+                "receiver_deferred",
+                "Workspaces whose swap waited (pre-update hook, paused, canary not proven).",
+                ("runtime",),
+            )
+        )
+        self.trigger_to_running = add(
+            Histogram(
+                "receiver_trigger_to_running_seconds",
+                "From a trigger's arrival to its runtime's containers running the new image.",
+                ("runtime",),
+                buckets=_REFRESH_BUCKETS,
+            )
         )
 
     def delivery(self, event: str | None, outcome: DeliveryOutcome) -> None:
         """Count one webhook delivery."""
-        self.deliveries.count(event_label(event), outcome)
+        self.deliveries.inc(event_label(event), outcome)
 
     def refreshed(self, event: Event) -> None:
         """Record one runtime's refresh (a coordinator listener)."""
@@ -144,21 +123,21 @@ class Metrics:
             return
         runtime, result = event.runtime, event.result
         if event.source.kind is SourceKind.RETRY:
-            self.retries.labels(runtime).inc()
+            self.retries.inc(runtime)
         if result.deferred:
-            self.deferred.labels(runtime).inc(len(result.deferred))
+            self.deferred.inc(runtime, by=len(result.deferred))
         if event.quarantined is not None:
-            self.quarantines.labels(runtime).inc()
-            self.quarantined.labels(runtime).set(1)
+            self.quarantines.inc(runtime)
+            self.quarantined.set(1, runtime)
         elif event.verdict is Verdict.DONE and runtime not in result.held:
-            self.quarantined.labels(runtime).set(0)
+            self.quarantined.set(0, runtime)
         outcome = refresh_outcome(runtime, result)
-        self.refreshes.labels(runtime, _source_label(event.source), outcome).inc()
-        self.refresh_duration.labels(runtime).observe(event.seconds)
+        self.refreshes.inc(runtime, _source_label(event.source), outcome)
+        self.refresh_duration.observe(event.seconds, runtime)
         if result.recreated:
-            self.recreated.labels(runtime).inc(len(result.recreated))
+            self.recreated.inc(runtime, by=len(result.recreated))
             if outcome == "recreated":
-                self.trigger_to_running.labels(runtime).observe(event.since_trigger)
+                self.trigger_to_running.observe(event.since_trigger, runtime)
 
     def tick(self, seconds: float, finished_at: float) -> None:
         """Record one poll tick."""
@@ -168,7 +147,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The text exposition format."""
-        return generate_latest(self.registry)
+        return self.registry.render()
 
 
 def _source_label(source: Source) -> str:
