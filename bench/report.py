@@ -47,13 +47,16 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("ingest ≥ 0.8× peer", f"ours/peer {fmt(peer)}", peer["median"] >= 0.8)
         add("stretch: ingest at parity with the peer", f"ours/peer {fmt(peer)}", None)
     trigger = bench.get("trigger")
-    if trigger and "k" in trigger and "ours" in trigger["k"].get("10", {}):
-        row = trigger["k"]["10"]["ours"]
+    entry = trigger.get("k", {}).get("10", {}) if trigger else {}
+    if "ours, no canary" in entry:
+        plain, canary = entry["ours, no canary"], entry.get("ours")
+        with_canary = (
+            f"; with the default canary {fmt(canary['running_vs_floor'])}×" if canary else ""
+        )
         add(
-            "trigger-to-running K=10 ≤ 1.1× CLI floor (all running)",
-            f"{fmt(row['running_vs_floor'])}× (to settled, old containers removed: "
-            f"{fmt(row['vs_floor'])}×)",
-            row["running_vs_floor"]["median"] <= 1.1,
+            "trigger-to-running K=10 ≤ 1.1× CLI floor (all running, no canary)",
+            f"{fmt(plain['running_vs_floor'])}×{with_canary}",
+            plain["running_vs_floor"]["median"] <= 1.1,
         )
     poll = bench.get("poll")
     if poll and "100" in poll.get("runtimes", {}):
@@ -315,8 +318,13 @@ def markdown(results: dict[str, Any], json_path: str, plotted: bool) -> str:
             f"containers run {s['stop']}. "
             "*receiver's metric*: what the receiver itself records in "
             "`receiver_trigger_to_running_seconds` (arrival to refresh done). "
-            "*grace excluded* subtracts grace × waves (waves = ⌈K / SWAP_PARALLELISM⌉) from "
-            "ours: what the swap costs besides its deliberate wait.",
+            "*grace excluded* subtracts grace × waves from ours (waves: the canary's, then "
+            "⌈(K − canary) / SWAP_PARALLELISM⌉): what the swap costs besides its deliberate "
+            "waits. *ours* and *ours P=4* run the default rollout: one canary swapped and "
+            "proven alone (its grace waited out) before the rest, the price of never "
+            "restarting every workspace on a bad image; *ours, no canary* "
+            "(`ROLLOUT_CANARY=0`) is the swap machinery alone, the figure to hold against "
+            "the floor.",
             "",
             "| K | who | total (s) | all running (s) | ack (ms) | pull (s) | swap (s) | "
             "receiver's metric (s) | × floor | × floor, running | × floor, grace excluded |",

@@ -1,9 +1,11 @@
 """Trigger-to-running and swap scaling, ours against the docker CLI, on the test stack's engine.
 
 Each runtime `<r>` has K workspaces ``ws-<r>-<i>`` (busybox, QUICK_STOP_CMD so a stop takes
-no stop timeout, a named volume on /workspace, network none).  Two receivers watch them
-all, one with the default SWAP_PARALLELISM (16), one with the earlier default 4; only the
-one asked acts.  Every
+no stop timeout, a named volume on /workspace, network none).  Three receivers watch them
+all, one with the default SWAP_PARALLELISM (16), one with the earlier default 4, both with
+the default canary (ROLLOUT_CANARY=1: one container swapped and proven alone first), and
+one with parallelism 16 and no canary (trigger-to-running only); only the one asked acts.
+Every
 measured step first publishes a new version of the runtime's image (not timed), so each
 step has a real pull (a new layer) or, for swap scaling, a new image already pulled.
 
@@ -43,6 +45,9 @@ DEFAULT_PARALLELISM = 16  # the receiver's default
 LOW_PARALLELISM = 4  # the earlier default, for comparison
 SETTLE_TIMEOUT = 300.0
 LOW_LABEL = f"ours P={LOW_PARALLELISM}"
+# The default rollout swaps one canary alone and proves it before the rest: one wave more.
+# This receiver has none (ROLLOUT_CANARY=0): the swap machinery alone, against the floor.
+NO_CANARY_LABEL = "ours, no canary"
 
 
 def runtime_name(kind: str, k: int) -> str:
@@ -65,8 +70,9 @@ class Fleet:
         self.secret = deliveries.new_secret()
         self.admin_key = deliveries.new_secret()
         self.token = AdminTokens((self.admin_key,)).mint(ttl=7200, subject="bench")
-        # label -> (receiver, its SWAP_PARALLELISM); variants run with their PYTHONPATH.
-        self.receivers: dict[str, tuple[Child, int]] = {}
+        # label -> (receiver, its SWAP_PARALLELISM, its ROLLOUT_CANARY); variants run with
+        # their PYTHONPATH.
+        self.receivers: dict[str, tuple[Child, int, int]] = {}
         self.variants = variants
         self.versions = 0
         self.env = {**os.environ, "DOCKER_HOST": stack.docker_host}
@@ -95,11 +101,15 @@ class Fleet:
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(create, jobs))
-        setups = [("ours", DEFAULT_PARALLELISM, ""), (LOW_LABEL, LOW_PARALLELISM, "")]
-        setups += [
-            (f"ours {name}", DEFAULT_PARALLELISM, path) for name, path in self.variants.items()
+        setups = [
+            ("ours", DEFAULT_PARALLELISM, 1, ""),
+            (LOW_LABEL, LOW_PARALLELISM, 1, ""),
+            (NO_CANARY_LABEL, DEFAULT_PARALLELISM, 0, ""),
         ]
-        for label, parallelism, pythonpath in setups:
+        setups += [
+            (f"ours {name}", DEFAULT_PARALLELISM, 1, path) for name, path in self.variants.items()
+        ]
+        for label, parallelism, canary, pythonpath in setups:
             port = free_port()
             env = {
                 **self.env,
@@ -110,6 +120,7 @@ class Fleet:
                 "ADMIN_SECRET_KEY": self.admin_key,
                 "SWAP_GRACE_SECONDS": str(GRACE_SECONDS),
                 "SWAP_PARALLELISM": str(parallelism),
+                "ROLLOUT_CANARY": str(canary),
             }
             env["PYTHONPATH"] = server_pythonpath(pythonpath)
             slug = label.replace(" ", "-").replace("=", "")
@@ -123,10 +134,10 @@ class Fleet:
                 port=port,
             )
             child.wait_http(f"{child.base}/readyz")
-            self.receivers[label] = (child, parallelism)
+            self.receivers[label] = (child, parallelism, canary)
 
     def close(self) -> None:
-        for child, _ in self.receivers.values():
+        for child, _, _ in self.receivers.values():
             child.stop()
         # Later benchmarks (memory) boot receivers that would list these workspaces too.
         for runtime in self.sizes:
@@ -336,6 +347,7 @@ def run(
                 steps: list[tuple[str, Callable[[], float]]] = [
                     (label, functools.partial(swap_ours, fleet, runtime, label))
                     for label in fleet.receivers
+                    if label != NO_CANARY_LABEL
                 ]
                 steps.append(
                     ("cli sequential", functools.partial(swap_cli_sequential, fleet, runtime))
@@ -349,20 +361,30 @@ def run(
                     )
     finally:
         fleet.close()
-    parallelism = {label: p for label, (_, p) in fleet.receivers.items()}
+    waves: dict[str, Callable[[int], int]] = {
+        label: functools.partial(_waves, parallelism=p, canary=c)
+        for label, (_, p, c) in fleet.receivers.items()
+    }
     return {
-        "trigger": _trigger_results(trigger, parallelism),
+        "trigger": _trigger_results(trigger, waves),
         "scaling": _scaling_results(scaling),
     }
 
 
+def _waves(k: int, *, parallelism: int, canary: int) -> int:
+    """How many grace waits K swaps take: the canaries' wave, then the rest P at a time."""
+    first = min(canary, k)
+    return (1 if first else 0) + math.ceil((k - first) / parallelism)
+
+
 def _trigger_results(
-    raw: dict[int, dict[str, list[dict[str, float]]]], parallelism: dict[str, int]
+    raw: dict[int, dict[str, list[dict[str, float]]]], waves_of: dict[str, Callable[[int], int]]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "settings": {
             "grace_seconds": GRACE_SECONDS,
             "parallelism": [DEFAULT_PARALLELISM, LOW_PARALLELISM],
+            "canary": {"ours": 1, LOW_LABEL: 1, NO_CANARY_LABEL: 0},
             "stop": "QUICK_STOP_CMD (exits on SIGTERM)",
         },
         "k": {},
@@ -374,7 +396,7 @@ def _trigger_results(
             entry[label] = {key: summary([row[key] for row in rows]) for key in rows[0]}
             if label == "floor":
                 continue
-            waves = math.ceil(k / parallelism[label])
+            waves = waves_of[label](k)
             totals = [row["total"] for row in rows]
             entry[label]["waves"] = waves
             entry[label]["vs_floor"] = ratios(totals, floor_total)

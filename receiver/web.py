@@ -6,12 +6,10 @@ route, which a flood of deliveries runs thousands of times a second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import Receive, Send
+from starlette.types import Message, Receive
 
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 _encode = msgspec.json.Encoder().encode
@@ -58,19 +56,15 @@ def json_body(document: object) -> bytes:
     return _encode(document)
 
 
-async def send_json(
-    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    """Answer a bare ASGI request with `body` (JSON already encoded)."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                *_JSON_HEADERS,
-                (b"content-length", str(len(body)).encode("ascii")),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+def json_start(status: int, body: bytes) -> Message:
+    """The `http.response.start` message of a bare ASGI answer carrying `body` (JSON)."""
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode("ascii"))],
+    }
+
+
+def body_message(body: bytes) -> Message:
+    """The `http.response.body` message that ends an answer."""
+    return {"type": "http.response.body", "body": body}

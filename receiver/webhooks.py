@@ -23,7 +23,7 @@ from .imageref import ImageRef
 from .metrics import Metrics
 from .outcomes import DeliveryOutcome, TriggerOutcome, webhook
 from .registry import RegistryClient
-from .web import ClientGone, json_body, receive_capped, send_json
+from .web import ClientGone, body_message, json_body, json_start, receive_capped
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ class WebhookEndpoint:
         except ClientGone:
             return  # nobody to answer, nothing done
         self.metrics.delivery(headers.get(github.EVENT_HEADER), outcome)
-        await send_json(send, status, body)
+        await send(json_start(status, body))
+        await send(body_message(body))
 
     async def handle(self, headers: Mapping[str, str], receive: Receive) -> Answer:
         if not self.verifier:

@@ -31,14 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.daemons import (
-    Closing,
-    LoopbackServer,
-    StackUnavailable,
-    registry_config,
-    serve_registry,
-    stop_process,
-)
+from tests.support import daemons
 
 HOST = "registry.test"
 _MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -78,12 +71,12 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class TlsRegistry(Closing):
+class TlsRegistry(daemons.Closing):
     """`docker-registry` serving HTTPS (HTTP/2 by ALPN) for HOST, anonymous, on loopback."""
 
     def __init__(self, workdir: Path) -> None:
         if shutil.which("docker-registry") is None:
-            raise StackUnavailable("docker-registry is not installed")
+            raise daemons.StackUnavailable("docker-registry is not installed")
         self.workdir = workdir
         self.ca_file, key_file = _certificate(workdir)
         self._trust = ssl.create_default_context(cafile=str(self.ca_file))
@@ -91,11 +84,11 @@ class TlsRegistry(Closing):
 
         def settings(address: str) -> dict[str, Any]:
             tls = {"certificate": str(self.ca_file), "key": str(key_file)}
-            return registry_config(
+            return daemons.registry_config(
                 address, self.workdir / "storage", http={"addr": address, "tls": tls}
             )
 
-        self.address, self._process = serve_registry(
+        self.address, self._process = daemons.serve_registry(
             self.workdir, "tls-registry", settings, ready=self._answers
         )
 
@@ -137,10 +130,10 @@ class TlsRegistry(Closing):
         return _digest(manifest)
 
     def close(self) -> None:
-        stop_process(self._process, timeout=10)
+        daemons.stop_process(self._process, timeout=10)
 
 
-class ConnectProxy(Closing):
+class ConnectProxy(daemons.Closing):
     """An HTTP CONNECT proxy on loopback that reaches only the hosts it maps
     (`host:port` -> loopback `host:port`) and counts the tunnels it opens."""
 
@@ -148,7 +141,7 @@ class ConnectProxy(Closing):
         self.routes = routes
         self.tunnels: list[str] = []
         self._lock = threading.Lock()
-        self._server = LoopbackServer(_ConnectHandler, self)
+        self._server = daemons.LoopbackServer(_ConnectHandler, self)
         self.url = f"http://{self._server.address}"
 
     def open(self, target: str) -> socket.socket | None:

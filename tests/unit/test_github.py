@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import quote_plus, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
 from receiver import payloads
@@ -20,6 +22,7 @@ from receiver.github import (
     Delivery,
     Interpretation,
     Trigger,
+    Verifier,
     WebhookError,
     interpret,
     parse_delivery,
@@ -834,3 +837,22 @@ def test_reasons_never_echo_long_payload_text() -> None:
     assert len(result.reason) <= REASON_LIMIT
     long_type = dispatch({"runtime": "codex"}, action="t" * 10_000)
     assert len(interpret(long_type, TEMPLATE_IMAGES, DISPATCH_TYPES).reason) <= REASON_LIMIT
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=st.text(min_size=1, max_size=200), body=st.binary(max_size=300))
+def test_the_keyed_hmac_is_hmac_sha256(secret: str, body: bytes) -> None:
+    """The Verifier's own keyed construction agrees with the stdlib's hmac for any key
+    (longer than a block, too) and body: what verifies is exactly GitHub's signature."""
+    expected = "sha256=" + hmac.new(secret.encode(), body, "sha256").hexdigest()
+    Verifier([secret]).verify(body, expected)
+    assert signature_for(body, secret) == expected
+    with pytest.raises(WebhookError):
+        Verifier([secret]).verify(body + b"x", expected)
+
+
+@pytest.mark.parametrize("scheme", ["sha1=", "SHA256=", "sha256:", "sha256 ", ""])
+def test_the_right_hex_under_another_scheme_is_refused(scheme: str) -> None:
+    """Only `sha256=` in front of the hex digest verifies."""
+    hex_digest = signature_for(b"{}", SECRET).removeprefix("sha256=")
+    assert status_of(lambda: verify_signature(b"{}", scheme + hex_digest, [SECRET])) == 401
