@@ -324,7 +324,10 @@ def markdown(results: dict[str, Any], json_path: str, plotted: bool) -> str:
             "proven alone (its grace waited out) before the rest, the price of never "
             "restarting every workspace on a bad image; *ours, no canary* "
             "(`ROLLOUT_CANARY=0`) is the swap machinery alone, the figure to hold against "
-            "the floor.",
+            "the floor. The engine holds the swap-scaling workspaces too (about 90 "
+            "containers); a refresh lists and inspects every container of the host before "
+            "it swaps (to find the workspaces and what joins their namespaces), the floor "
+            "looks at none.",
             "",
             "| K | who | total (s) | all running (s) | ack (ms) | pull (s) | swap (s) | "
             "receiver's metric (s) | × floor | × floor, running | × floor, grace excluded |",
@@ -387,7 +390,9 @@ def markdown(results: dict[str, Any], json_path: str, plotted: bool) -> str:
             "and 60 s tokens; *warm*: tokens cached. Its limit is a token round trip plus a "
             f"HEAD round trip, {4 * s['delay_each_way_ms']:g} ms for a cold tick, plus the "
             "CPU of a hundred requests on the two cores the registry, the token service and "
-            "the delay proxies share. "
+            "the delay proxies share. Against a registry that speaks HTTP/2 (GHCR does) the "
+            "same client sends a whole tick over one connection "
+            "(tests/integration/test_registry_http2_real.py). "
             "*baseline*: the original design in the same process — per runtime, in turn, a "
             "token GET for its scope, then the manifest HEAD. Requests counted by the clients "
             f"(token + HEAD). {s['repetitions']} repetitions; setting up the repositories took "
