@@ -64,8 +64,11 @@ def test_a_tick_over_http2_shares_one_connection(remote: tuple[str, ConnectProxy
 def test_over_http1_the_same_tick_needs_a_connection_per_head_in_flight(
     remote: tuple[str, ConnectProxy],
 ) -> None:
-    """The control: the same tick with HTTP/2 off opens many connections."""
+    """The control: the same tick with HTTP/2 off opens more than one connection, so one
+    tunnel above means multiplexing. (How many more depends on how fast answers come back
+    and free a connection for the next HEAD: at least a second one while the first HEAD
+    of the batch is in flight.)"""
     digest, proxy = remote
     found = tick(httpx.AsyncClient(http2=False))
     assert set(found.values()) == {digest}
-    assert len(proxy.tunnels) > RUNTIMES // 2
+    assert len(proxy.tunnels) > 1
