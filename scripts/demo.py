@@ -43,8 +43,8 @@ def table(stack: Stack, title: str) -> None:
     print(f"  {'container':<16} {'image digest':<21} {'/version':<9} {'running':<8} data")
     for name in WORKSPACES:
         info = stack.client.api.inspect_container(name)
-        version = stack.exec(name, "cat", "/version")
-        data = stack.exec(name, "cat", "/workspace/notes.txt")
+        version = stack.read_file(name, "/version")
+        data = stack.read_file(name, "/workspace/notes.txt")
         running = "yes" if info["State"]["Running"] else "no"
         digest = repo_digest(stack, info["Image"])
         print(f"  {name:<16} {digest:<21} {version:<9} {running:<8} {data}")

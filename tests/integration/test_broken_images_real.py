@@ -55,8 +55,8 @@ def test_a_broken_image_is_rolled_back_and_the_workspace_runs_on(stack: Stack, b
     assert after["Id"] == before["Id"]
     assert after["Image"] == v1.image_id
     assert after["State"]["Running"] is True
-    assert stack.exec(name, "cat", "/data/file") == "precious"
-    assert stack.exec(name, "cat", "/version") == "v1"
+    assert stack.read_file(name, "/data/file") == "precious"
+    assert stack.read_file(name, "/version") == "v1"
     leftovers = stack.client.api.containers(all=True, filters={"name": runtime.prefix})
     assert [c["Names"] for c in leftovers] == [[f"/{name}"]]
     assert not [c for c in leftovers if aside_name(name) in c["Names"][0]]

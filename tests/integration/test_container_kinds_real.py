@@ -47,7 +47,7 @@ class Kinds:
         return found
 
     def data(self, kind: str, path: str) -> str:
-        return self.stack.exec(self.name(kind), "cat", f"{path}/f")
+        return self.stack.read_file(self.name(kind), f"{path}/f")
 
 
 def ready_check(*, retries: int, start_period: int) -> dict[str, Any]:

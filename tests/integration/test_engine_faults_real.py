@@ -140,7 +140,7 @@ def assert_converged(stack: Stack, ws: Workspaces, image: Published, log: str) -
     """Every workspace present, running `image`, data intact; nothing left aside."""
     assert state(stack, ws) == {name: (image.image_id, True) for name in ws.names}, log
     for name in ws.names:
-        assert stack.exec(name, "cat", "/data/file") == f"precious-{name}"
+        assert stack.read_file(name, "/data/file") == f"precious-{name}"
 
 
 def recover(

@@ -299,7 +299,7 @@ def test_static_addresses_aliases_links_and_mac_survive(world: World) -> None:
 def test_data_in_named_bind_and_anonymous_volumes_is_still_there(world: World) -> None:
     """Data written before the swap is read back in the new container, from the same volumes."""
     for path in DATA_PATHS:
-        assert world.stack.exec(world.name("vol"), "cat", f"{path}/f") == f"data{path}"
+        assert world.stack.read_file(world.name("vol"), f"{path}/f") == f"data{path}"
 
     def sources(inspect: dict[str, Any]) -> dict[str, str]:
         return {m["Destination"]: m.get("Name") or m["Source"] for m in inspect["Mounts"]}
@@ -312,7 +312,7 @@ def test_user_hostname_is_kept_and_the_auto_one_not_copied(world: World) -> None
     assert world.inspect("user")["Config"]["Hostname"] == "workbench"
     auto = world.inspect("auto")
     assert auto["Config"]["Hostname"] == auto["Id"][:12]
-    assert world.stack.exec(world.name("auto"), "cat", "/etc/hostname") == auto["Id"][:12]
+    assert world.stack.read_file(world.name("auto"), "/etc/hostname") == auto["Id"][:12]
 
 
 def test_new_images_entrypoint_cmd_workdir_and_env_apply(world: World) -> None:

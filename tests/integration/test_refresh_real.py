@@ -128,13 +128,13 @@ def test_refresh_moves_containers_to_v2_keeping_settings_and_data(
     a = inspect(stack, f"{p}a")
     assert a["Image"] == v2.image_id
     assert a["State"]["Running"] is True
-    assert stack.exec(f"{p}a", "cat", "/version") == "v2"
+    assert stack.read_file(f"{p}a", "/version") == "v2"
     assert "USER_SET=1" in a["Config"]["Env"]
     assert "MODE=v2" in a["Config"]["Env"], "the new image's default env must apply"
     assert a["Config"]["Labels"] == {"team": "blue", "version": "2"}
     assert a["Config"]["Cmd"] == ["/bin/sleep", "3601"], "the new image's CMD must apply"
-    assert stack.exec(f"{p}a", "cat", "/anon/f") == "anon-data"
-    assert stack.exec(f"{p}a", "cat", "/named/f") == "named-data"
+    assert stack.read_file(f"{p}a", "/anon/f") == "anon-data"
+    assert stack.read_file(f"{p}a", "/named/f") == "named-data"
     stopped = inspect(stack, f"{p}stopped")
     assert stopped["Image"] == v2.image_id
     assert stopped["State"]["Running"] is False

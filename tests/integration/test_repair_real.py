@@ -71,7 +71,7 @@ def test_sigkill_mid_swap_is_repaired_at_the_next_start(
     assert state["Running"] is True
     # A proven replacement is kept; anything else gives the old container back.
     assert container["Image"] == (v2.image_id if replacement == "running" else v1.image_id)
-    assert stack.exec(name, "cat", "/data/file").strip() == "precious"
+    assert stack.read_file(name, "/data/file").strip() == "precious"
 
 
 def test_sigterm_lets_a_swap_in_flight_finish(stack: Stack, tmp_path: Path) -> None:

@@ -564,7 +564,8 @@ class Stack(Closing):
         return found
 
     def exec(self, container: str, *command: str, check: bool = True) -> str:
-        """Run `command` in a running container and return its output, stripped."""
+        """Run `command` in a running container and return its output, stripped. The engine
+        can lose the output of a command that exits at once: read files with read_file."""
         result = self.client.containers.get(container).exec_run(list(command))
         output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
         text = output.decode("utf-8", "replace").strip()
@@ -573,6 +574,18 @@ class Stack(Closing):
                 f"{' '.join(command)} in {container} exited {result.exit_code}: {text}"
             )
         return text
+
+    def read_file(self, container: str, path: str) -> str:
+        """A file's text in a container (running or not), stripped. Through the archive API
+        and not `exec cat`: the engine can lose an exec's output when the process exits at
+        once (docker/docker-py#2042), which reads as an empty file."""
+        stream, _ = self.client.api.get_archive(container, path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member is not None else None
+            if extracted is None:
+                raise RuntimeError(f"{path} in {container} is not a regular file")
+            return extracted.read().decode("utf-8", "replace").strip()
 
     def track_container(self, name: str) -> None:
         """Have close() remove containers named `name` or starting with it."""
