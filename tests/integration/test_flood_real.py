@@ -141,7 +141,8 @@ def test_a_mixed_flood_of_10000_deliveries(
     rss["after"] = rss_kib(pid)
 
     deadline = time.monotonic() + 60
-    while any(stack.client.api.inspect_container(n)["Image"] != v2.image_id for n in names):
+    # By name through stack.running_image: a name is briefly unbound during its swap.
+    while any(stack.running_image(n) != (v2.image_id, True) for n in names):
         assert time.monotonic() < deadline, server.log()[-5000:]
         time.sleep(0.2)
     time.sleep(SETTLE_SECONDS)
