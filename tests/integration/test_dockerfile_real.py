@@ -110,19 +110,27 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float, log: Callabl
         time.sleep(0.2)
 
 
-def _exec(container: Container, *command: str) -> str:
-    """Run `command` in the container as its own user; its output, stripped."""
-    result = container.exec_run(list(command))
-    output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
-    text = output.decode(errors="replace").strip()
-    assert result.exit_code == 0, f"{' '.join(command)} exited {result.exit_code}: {text}"
+def _proc(container: Container) -> Path:
+    """/proc of the running container's first process on this host (the engine runs here):
+    its status, and its root, through which this host reads files on the container's tmpfs."""
+    container.reload()
+    return Path(f"/proc/{container.attrs['State']['Pid']}")
+
+
+def _run_to_file(container: Container, command: str, path: str) -> str:
+    """Run the shell `command` in the container as its own user with its output in `path`;
+    that output, stripped. Not read from the exec's stream: the engine can lose the output
+    of a process that exits at once (docker/docker-py#2042)."""
+    result = container.exec_run(["sh", "-c", f"{command} > {path} 2>&1"])
+    text = (_proc(container) / "root" / path.lstrip("/")).read_text(errors="replace").strip()
+    assert result.exit_code == 0, f"{command} exited {result.exit_code}: {text}"
     return text
 
 
 def _proc_status(container: Container) -> dict[str, list[str]]:
-    """/proc/1/status of the container, as seen from inside: Uid, Gid, Groups, ..."""
+    """/proc/<pid>/status of the container's first process: Uid, Gid, Groups, CapEff, ..."""
     fields: dict[str, list[str]] = {}
-    text = _exec(container, "python", "-c", "print(open('/proc/1/status').read())")
+    text = (_proc(container) / "status").read_text()
     for line in text.splitlines():
         name, _, value = line.partition(":")
         fields[name] = value.split()
@@ -209,7 +217,9 @@ def test_image_refreshes_a_workspace_as_non_root(
         assert status["CapEff"] == ["0000000000000000"]
 
         # The admin route, with a token the container's own CLI signs from the secret file.
-        token = _exec(container, "workspace-image-receiver", "admin-token", "--ttl", "60")
+        token = _run_to_file(
+            container, "workspace-image-receiver admin-token --ttl 60", "/tmp/admin-token"
+        )
         answer = httpx.get(
             f"http://127.0.0.1:{port}/admin/status",
             headers={"Authorization": f"Bearer {token}"},
