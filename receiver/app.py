@@ -118,11 +118,7 @@ class ReceiverApp(Starlette):
         self.webhook = webhook
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == webhooks.PATH
-            and scope["method"] == "POST"
-        ):
+        if scope["type"] == "http" and scope["path"] == webhooks.PATH and scope["method"] == "POST":
             await self.webhook(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -38,9 +38,7 @@ _REFUSED = {
     503: DeliveryOutcome.DISABLED,
 }
 # Outcomes of a trigger that start no work: a delivery of only these is not logged at INFO.
-_IDLE = frozenset(
-    (TriggerOutcome.UNCHANGED, TriggerOutcome.COALESCED, TriggerOutcome.QUARANTINED)
-)
+_IDLE = frozenset((TriggerOutcome.UNCHANGED, TriggerOutcome.COALESCED, TriggerOutcome.QUARANTINED))
 # The request headers the route reads, by their ASGI (lower-case bytes) names.
 _READ = {
     name.encode("ascii"): name

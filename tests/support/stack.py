@@ -563,17 +563,17 @@ class Stack(Closing):
                 found.append(ContainerEvent(int(event["timeNano"]), str(event["Action"]), name))
         return found
 
-    def exec(self, container: str, *command: str, check: bool = True) -> str:
-        """Run `command` in a running container and return its output, stripped. The engine
-        can lose the output of a command that exits at once: read files with read_file."""
+    def exec(self, container: str, *command: str) -> None:
+        """Run `command` in a running container; raise if it fails. Its output is no result
+        (only part of an error message): the engine can lose the output of a command that
+        exits at once (docker/docker-py#2042), so read files with read_file."""
         result = self.client.containers.get(container).exec_run(list(command))
-        output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
-        text = output.decode("utf-8", "replace").strip()
-        if check and result.exit_code != 0:
+        if result.exit_code != 0:
+            output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
             raise RuntimeError(
-                f"{' '.join(command)} in {container} exited {result.exit_code}: {text}"
+                f"{' '.join(command)} in {container} exited {result.exit_code}: "
+                f"{output.decode('utf-8', 'replace').strip()}"
             )
-        return text
 
     def read_file(self, container: str, path: str) -> str:
         """A file's text in a container (running or not), stripped. Through the archive API
