@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import msgspec
 import pytest
 
 from tests.support import deliveries, wiring
@@ -277,3 +278,46 @@ def test_an_unsigned_delivery_is_refused_before_its_body_is_read(client: AppClie
     )
     assert response.status_code == 401
     assert len(consumed) <= 1  # at most what the transport buffers before the app answers
+
+
+def _with_lone_surrogates(value: Any) -> Any:
+    """`value` with a lone surrogate (valid JSON as an escape) appended to every string."""
+    if isinstance(value, str):
+        return value + "\ud800"
+    if isinstance(value, list):
+        return [_with_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _with_lone_surrogates(item) for key, item in value.items()}
+    return value
+
+
+def test_valid_json_the_fast_decoder_refuses_is_read_all_the_same(
+    client: AppClient, engine: FakeEngine
+) -> None:
+    """A lone surrogate escape in user-written text and a number beyond float range are
+    valid JSON that msgspec refuses: the delivery is read by the standard library instead
+    and triggers, since GitHub never redelivers one refused."""
+    payload = deliveries.package_payload("workspace-template-a", DIGEST, owner="Org")
+    payload["package"]["description"] = "notes \ud800 written by hand"
+    body = json.dumps(payload)[:-1].encode() + b', "size": 1e999}'
+    with pytest.raises(msgspec.DecodeError):
+        msgspec.json.decode(body)
+    response = client.post("/webhooks/github", content=body, headers=headers(body))
+    assert response.status_code == 202
+    assert response.json()["runtimes"] == {"a": "scheduled"}
+    idle(client)
+    assert engine.by_name("ws-1")["Image"] == NEW  # type: ignore[index]
+
+
+@pytest.mark.parametrize("event", ["package", "repository_dispatch", "ping", "push"])
+def test_lone_surrogates_in_every_string_are_answered(
+    client: AppClient, engine: FakeEngine, event: str
+) -> None:
+    """Whatever strings a delivery carries, its answer is JSON and nothing is replaced."""
+    source = package_body() if event == "package" else dispatch_body({"runtime": "a"})
+    body = json.dumps(_with_lone_surrogates(json.loads(source))).encode()
+    response = client.post("/webhooks/github", content=body, headers=headers(body, event))
+    idle(client)
+    assert response.status_code in (200, 202), response.text
+    assert isinstance(response.json(), dict)
+    assert engine.ops() == []
