@@ -149,6 +149,11 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) ->
     Verifier(secrets).verify(body, header)
 
 
+def event_name(headers: Mapping[str, str]) -> str:
+    """The delivery's event, from its X-GitHub-Event header ("" when it has none)."""
+    return headers.get(EVENT_HEADER, "").strip()
+
+
 def parse_delivery(
     headers: Mapping[str, str], body: bytes, secrets: Verifier | Sequence[str]
 ) -> Delivery:
@@ -162,7 +167,7 @@ def parse_delivery(
         media_type = media_type.partition(";")[0].strip().lower()
     if media_type not in (_JSON, _FORM):
         raise WebhookError(415, "content type must be application/json or form-urlencoded")
-    event = headers.get(EVENT_HEADER, "").strip()
+    event = event_name(headers)
     if not event:
         raise WebhookError(400, "missing X-GitHub-Event header")
     payload = _decode(body, event, form=media_type == _FORM)

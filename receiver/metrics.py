@@ -19,7 +19,7 @@ _TICK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
 
 
 def event_label(event: str | None) -> str:
-    """The `event` label for a delivery's X-GitHub-Event header."""
+    """The `event` label for a delivery's event name (as `github.event_name` reads it)."""
     return event if event in _EVENTS else "other"
 
 

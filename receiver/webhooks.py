@@ -103,7 +103,7 @@ class WebhookEndpoint:
             outcome, status, body = await self.handle(headers, receive)
         except ClientGone:
             return  # nobody to answer, nothing done
-        self.metrics.delivery(headers.get(github.EVENT_HEADER), outcome)
+        self.metrics.delivery(github.event_name(headers), outcome)
         await send(json_start(status, body))
         await send(body_message(body))
 

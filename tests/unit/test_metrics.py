@@ -123,3 +123,19 @@ def test_an_accepted_delivery_is_counted_as_accepted_whatever_its_guid_says() ->
     delivered = "receiver_webhook_deliveries_total"
     assert found[(delivered, (("event", "package"), ("outcome", "accepted")))] == 1
     assert (delivered, (("event", "package"), ("outcome", "ignored"))) not in found
+
+
+def test_a_delivery_is_counted_under_the_event_it_was_handled_as() -> None:
+    """The event label reads the header as the route does: `package ` with a trailing
+    space is handled as a package delivery, and counted as one, refused or not."""
+    app = client()
+    assert deliver(app, package_body(), "package\t ") == 202
+    assert deliver(app, package_body(), " package", secret="forged") == 401
+    runner: Any = app.app
+    app.run(runner.state.coordinator.idle())
+    found = samples(app.get("/metrics").text)
+    app.close()
+    delivered = "receiver_webhook_deliveries_total"
+    assert found[(delivered, (("event", "package"), ("outcome", "accepted")))] == 1
+    assert found[(delivered, (("event", "package"), ("outcome", "unauthorized")))] == 1
+    assert [key for key in found if key[0] == delivered and ("event", "other") in key[1]] == []
