@@ -122,6 +122,8 @@ class Histogram(_Family):
             if value <= bound:
                 series[index] += 1
                 break
+        else:  # NaN is below no bound: +Inf still counts it, so that it equals _count
+            series[len(self.bounds) - 1] += 1
         series[-2] += value
         series[-1] += 1
 

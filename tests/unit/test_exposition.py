@@ -54,6 +54,18 @@ def test_histogram_buckets_are_cumulative_and_end_at_inf() -> None:
     assert found["latency_sum"] == {(("r", "x"),): pytest.approx(8.05)}
 
 
+def test_an_observation_below_no_bound_still_counts_in_inf() -> None:
+    """NaN fits no bucket: +Inf still holds every observation, as _count does."""
+    registry = Registry()
+    latency = registry.add(Histogram("latency", "Latency.", buckets=(1,)))
+    latency.observe(0.5)
+    latency.observe(math.nan)
+    found = parsed(registry)
+    buckets = {dict(labels)["le"]: value for labels, value in found["latency_bucket"].items()}
+    assert buckets == {"1.0": 1.0, "+Inf": 2.0}
+    assert found["latency_count"] == {(): 2.0}
+
+
 def test_label_values_and_help_are_escaped() -> None:
     """Quotes, backslashes and newlines in a label value or the help survive the round trip."""
     registry = Registry()
