@@ -15,7 +15,7 @@ from .admin_auth import AdminTokens, bearer_token
 from .coordinator import Coordinator
 from .errors import AdminTokenError, EngineUnavailable, UnknownRuntime
 from .outcomes import ADMIN
-from .web import error, read_capped
+from .web import ClientGone, error, gone, read_capped
 
 MAX_BODY = 64 * 1024
 _FIELDS = {"runtimes", "recreate", "force"}
@@ -85,7 +85,10 @@ def routes(
         denied = authorize(request, tokens)
         if denied is not None:
             return denied
-        body = await read_capped(request, MAX_BODY)
+        try:
+            body = await read_capped(request, MAX_BODY)
+        except ClientGone:
+            return gone()  # nothing done, and no one to tell
         if body is None:
             return error(413, f"body larger than {MAX_BODY} bytes")
         try:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive
 
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
+CLIENT_CLOSED = 499
 _encode = msgspec.json.Encoder().encode
 
 
@@ -22,6 +23,12 @@ class ClientGone(Exception):
 def error(status: int, message: str, **headers: str) -> JSONResponse:
     """A JSON error answer."""
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def gone() -> JSONResponse:
+    """The answer for a client that left before its request body was in: it reaches no one,
+    and is 499 (nginx's "client closed request") rather than the 500 of an unhandled error."""
+    return error(CLIENT_CLOSED, "the client closed the request")
 
 
 async def read_capped(request: Request, limit: int) -> bytes | None:

@@ -1,14 +1,17 @@
-"""Capped body reads over bare ASGI, and the webhook route when its client goes away."""
+"""Capped body reads over bare ASGI, and the webhook and admin routes when a client goes away."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from receiver.web import ClientGone, receive_capped
+from receiver.admin_auth import AdminTokens
+from receiver.web import CLIENT_CLOSED, ClientGone, receive_capped
 from tests.support import deliveries, wiring
 from tests.support.fakes import engine_with_stale_workspace
 
@@ -49,6 +52,25 @@ def test_a_client_that_leaves_mid_body() -> None:
         read(10, None, chunk(b"he", True), {"type": "http.disconnect"})
 
 
+def post_and_leave(app: Any, path: str, headers: dict[str, str], part: bytes) -> list[Any]:
+    """POST to `app` a body of which only `part` arrives before the client disconnects;
+    the messages the app sent back."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "query_string": b"",
+    }
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receiver_of(chunk(part, True), {"type": "http.disconnect"}), send))
+    return sent
+
+
 def test_the_webhook_route_answers_nobody_who_left_and_does_nothing() -> None:
     """A delivery whose client disconnects before its body is in: no answer, no count, no
     engine call."""
@@ -57,19 +79,21 @@ def test_the_webhook_route_answers_nobody_who_left_and_does_nothing() -> None:
     app: Any = wiring.app_client(engine, settings).app
     body = deliveries.package_body("workspace-template-a", "sha256:" + "2" * 64)
     headers = deliveries.headers(body, "s3cret")
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/github",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    receive = receiver_of(chunk(body[:100], True), {"type": "http.disconnect"})
-    asyncio.run(app(scope, receive, send))
-    assert sent == []
+    assert post_and_leave(app, "/webhooks/github", headers, body[:100]) == []
     assert engine.ops() == []
     assert b"receiver_webhook_deliveries_total{" not in app.state.metrics.render()
+
+
+def test_the_admin_route_does_nothing_for_a_client_that_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An admin refresh whose client disconnects mid-body starts nothing and is no server
+    error (no traceback in the log): its answer, 499, reaches no one."""
+    engine = engine_with_stale_workspace()
+    settings = dataclasses.replace(wiring.settings(), admin_keys=("key",))
+    app: Any = wiring.app_client(engine, settings).app
+    headers = {"authorization": f"Bearer {AdminTokens(['key']).mint()}"}
+    sent = post_and_leave(app, "/admin/workspace-images/refresh", headers, b'{"runtimes": ')
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [CLIENT_CLOSED]
+    assert engine.ops() == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
