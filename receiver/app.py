@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from . import admin, probes, registry, status, webhooks
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # Background refreshes get this long to finish at shutdown before they are cancelled.
 DRAIN_SECONDS = 60
 NOTIFY_DRAIN_SECONDS = 10
+
+# What Starlette calls at startup for the context that lasts until shutdown.
+Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]
 
 
 @dataclass
@@ -72,9 +75,7 @@ def _poller(settings: Config, parts: Parts) -> Poller | None:
     )
 
 
-def _lifespan(
-    parts: Parts, poller: Poller | None
-) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+def _lifespan(parts: Parts, poller: Poller | None) -> Lifespan:
     """Start: boot (repair, seed) then the poller. Stop: the poller, then drain, then tell."""
     coordinator = parts.coordinator
 
@@ -110,11 +111,20 @@ class ReceiverApp(Starlette):
     per delivery as decoding it (docs/benchmarks.md). The endpoint answers every outcome
     itself and raises nothing on purpose; should it fail, uvicorn logs the error and
     answers 500, as the middleware would. The route stays in the table, where other methods
-    get the JSON 405.
+    get the JSON 405. Middleware added to this app does not see the lane: the endpoint must
+    do itself whatever such middleware would.
     """
 
-    def __init__(self, *, webhook: webhooks.WebhookEndpoint, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        webhook: webhooks.WebhookEndpoint,
+        routes: Sequence[BaseRoute],
+        lifespan: Lifespan,
+    ) -> None:
+        super().__init__(
+            routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
+        )
         self.webhook = webhook
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,7 +160,6 @@ def create_app(settings: Config, engine: Engine, parts: Parts) -> ReceiverApp:
             ),
         ],
         lifespan=_lifespan(parts, poller),
-        exception_handlers={HTTPException: _http_error},
     )
     # Exposed for tests and benchmarks that wait for background work.
     app.state.coordinator = coordinator
