@@ -50,7 +50,7 @@ class RefreshService:
         Raises EngineUnavailable when containers cannot be listed at all.
         """
         names = self.check_runtimes(runtimes)
-        containers = self.engine.list_containers("") if recreate else []
+        containers = self.engine.list_containers(self.config.container_prefix) if recreate else []
         return fanout.each_runtime(
             names,
             lambda runtime: self.refresh_runtime(
@@ -70,21 +70,18 @@ class RefreshService:
         """Refresh one runtime; failures are reported in the result, never raised.
 
         `hold` is a quarantined digest: when the tag still points at it nothing is
-        swapped. `containers` is every container of the host (listed once for several
-        runtimes): the workspaces are picked by their anchored prefix, and those that join
-        a workspace's namespaces need not have it. Raises EngineUnavailable only when
-        `containers` is None and listing them fails.
+        swapped. Raises EngineUnavailable only when `containers` is None and listing
+        them fails.
         """
         self.check_runtimes([runtime])
         with self._locks[runtime], logs.context(runtime=runtime):
             ref = self.config.image_for(runtime)
             result = RefreshResult()
             mine: list[Container] = []
-            everything: Sequence[Container] = ()
             if recreate:
-                everything = self._repair(runtime, containers, result)
+                containers = self._repair(runtime, containers, result)
                 prefix = self.config.container_prefix
-                mine = [c for c in everything if c.is_workspace_of(prefix, ref)]
+                mine = [c for c in containers if c.is_workspace_of(prefix, ref)]
             pins: dict[str, str] = {}
             try:
                 # The old images' configs first: the pull may make them unreadable (the
@@ -106,7 +103,7 @@ class RefreshService:
             try:
                 if recreate:
                     plan = Plan(force=force, hold=hold, pins=pins)
-                    self._recreate(runtime, mine, everything, image, ref, plan, result)
+                    self._recreate(runtime, mine, image, ref, plan, result)
             finally:
                 # The swaps are decided: the old images need their pins no more.
                 _unpin(self.engine, pins.values())
@@ -156,20 +153,19 @@ class RefreshService:
     def _repair(
         self, runtime: str, containers: Sequence[Container] | None, result: RefreshResult
     ) -> Sequence[Container]:
-        """Repair the runtime's containers left aside; every container, as it is after."""
+        """Repair the runtime's containers left aside; the container list as it is after."""
         prefix = self.config.container_prefix
         if containers is None:
-            containers = self.engine.list_containers("")
+            containers = self.engine.list_containers(prefix)
         done = repair(self.engine, containers, prefix, self.config.image_for(runtime))
         for item in done:
             result.repaired[item.name] = item
-        return self.engine.list_containers("") if done else containers
+        return self.engine.list_containers(prefix) if done else containers
 
     def _recreate(
         self,
         runtime: str,
         containers: list[Container],
-        everything: Sequence[Container],
         image: Image,
         ref: imageref.ImageRef,
         plan: Plan,
@@ -191,7 +187,7 @@ class RefreshService:
             return
         log.info("runtime %s: recreating %d container(s) on %s", runtime, len(stale), image.id[:19])
         swaps = _Swaps(self, runtime, image, ref, plan, result)
-        swaps.dependents = _dependents(everything, stale)
+        swaps.dependents = _dependents(self.engine.list_containers(""), stale)
         followers = {d.id for ds in swaps.dependents.values() for d in ds}
         # A workspace that joins another's namespaces follows that one's swap.
         stale = [c for c in stale if c.id not in followers]

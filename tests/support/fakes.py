@@ -45,6 +45,18 @@ def container(
     }
 
 
+def sidecar(engine: FakeEngine, owner: str, mode: str) -> str:
+    """Add `side`, a container that joins `owner`'s namespace (`--network` or `--pid
+    container:<id>`); its id."""
+    side = container("side", "ghcr.io/org/sidecar:1", "sha256:" + "5c" * 32)
+    side["HostConfig"] = {
+        "NetworkMode": f"container:{owner}" if mode == "network" else "none",
+        **({"PidMode": f"container:{owner}"} if mode == "pid" else {}),
+    }
+    engine.images["ghcr.io/org/sidecar:1"] = Image("sha256:" + "5c" * 32)
+    return engine.add(side)
+
+
 class FakeEngine:
     """An in-memory engine that records every call; `fail` makes named operations raise."""
 

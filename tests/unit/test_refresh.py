@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from receiver.container import Container, Inspect
+from receiver.engine import Image
 from receiver.errors import Cause, EngineUnavailable, PullError, UnknownRuntime
 from receiver.imageref import ImageRef, parse
 from receiver.outcomes import Failure
 from receiver.refresh import RefreshService
 from receiver.result import RefreshResult
 from tests.support import wiring
-from tests.support.fakes import FakeEngine, container
+from tests.support.fakes import FakeEngine, container, sidecar
 
 REF_A = "ghcr.io/org/workspace-template-a:latest"
 REF_B = "ghcr.io/org/workspace-template-b:latest"
@@ -82,6 +83,29 @@ def test_refresh_recreates_only_stale_containers_of_each_runtime() -> None:
     assert replacement["Image"] == NEW
     assert replacement["Config"]["Env"] == ["USER_SET=1"]
     assert {current, other, unprefixed} <= set(engine.containers)
+
+
+def test_a_container_joined_to_a_workspace_during_the_pull_follows_its_swap() -> None:
+    """The containers that join a workspace's namespaces are looked up when its swap is
+    decided, not when the refresh began: one started while the image was pulled (which can
+    take minutes) joins the replacement, not the removed old container."""
+    engine = FakeEngine()
+    engine.publish(REF_A, NEW, D2)
+    workspace = engine.add(container("ws-1", REF_A, OLD))
+    pull = engine.pull
+
+    def pull_while_a_sidecar_starts(ref: ImageRef) -> Image:
+        sidecar(engine, workspace, "network")
+        return pull(ref)
+
+    engine.pull = pull_while_a_sidecar_starts  # type: ignore[method-assign]
+    result = make(engine, "a").refresh()
+    assert result.recreated == ["ws-1"]
+    replacement, follower = engine.by_name("ws-1"), engine.by_name("side")
+    assert replacement is not None
+    assert follower is not None
+    assert follower["HostConfig"]["NetworkMode"] == f"container:{replacement['Id']}"
+    assert follower["State"]["Running"] is True
 
 
 def test_second_refresh_recreates_nothing() -> None:

@@ -12,7 +12,7 @@ from receiver.engine import CreateSpec, Image
 from receiver.errors import Cause, EngineError, SwapError
 from receiver.imageref import parse
 from receiver.swap import Pin, Swapper
-from tests.support.fakes import FakeClock, FakeEngine, container
+from tests.support.fakes import FakeClock, FakeEngine, container, sidecar
 
 REF = "ghcr.io/org/workspace-template-a:latest"
 OLD, NEW = "sha256:" + "0a" * 32, "sha256:" + "0b" * 32
@@ -316,23 +316,12 @@ def test_an_auto_remove_container_without_a_pin_is_left_alone() -> None:
     assert engine.ops() == []
 
 
-def sharing(engine: FakeEngine, owner: str, mode: str) -> str:
-    """A sidecar that joins `owner`'s namespace (`--network` or `--pid container:<id>`)."""
-    side = container("side", "ghcr.io/org/sidecar:1", "sha256:" + "5c" * 32)
-    side["HostConfig"] = {
-        "NetworkMode": f"container:{owner}" if mode == "network" else "none",
-        **({"PidMode": f"container:{owner}"} if mode == "pid" else {}),
-    }
-    engine.images["ghcr.io/org/sidecar:1"] = Image("sha256:" + "5c" * 32)
-    return engine.add(side)
-
-
 @pytest.mark.parametrize("mode", ["network", "pid"])
 def test_dependents_follow_the_container_they_share(mode: str) -> None:
     """Once the replacement is proven, a container in its network or PID namespace is
     recreated joining the replacement, on its own image, still running."""
     engine, swapper, old = setup()
-    side = sharing(engine, old, mode)
+    side = sidecar(engine, old, mode)
     new = swapper.swap(engine.container(old), {}, REF, dependents=[engine.container(side)])
     follower = engine.by_name("side")
     assert follower is not None
@@ -350,7 +339,7 @@ def test_a_dependent_that_cannot_follow_undoes_the_whole_swap() -> None:
     """The sidecar's recreation fails: the owner's swap is undone, and both run on as they
     were, the sidecar joined to the old owner again."""
     engine, swapper, old = setup()
-    side = sharing(engine, old, "pid")
+    side = sidecar(engine, old, "pid")
     real_create = engine.create_container
 
     def create(spec: CreateSpec) -> str:
