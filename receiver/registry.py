@@ -172,7 +172,8 @@ class RegistryClient:
 
     async def digests(self, refs: Iterable[ImageRef]) -> dict[ImageRef, str | RegistryError]:
         """Digests of many tags: one token request per registry (where it allows), HEADs in
-        parallel up to the concurrency bound. Each failure is returned, never raised."""
+        parallel up to the concurrency bound, each registry apart (a slow one holds up no
+        other). Each failure is returned, never raised."""
         wanted = list(dict.fromkeys(refs))
         results: dict[ImageRef, str | RegistryError] = {}
 
@@ -182,11 +183,7 @@ class RegistryClient:
             except RegistryError as exc:
                 results[ref] = exc
 
-        by_host: dict[str, list[ImageRef]] = {}
-        for ref in wanted:
-            by_host.setdefault(ref.registry, []).append(ref)
-        rest: list[ImageRef] = []
-        for registry, host_refs in by_host.items():
+        async def on_host(registry: str, host_refs: list[ImageRef]) -> None:
             if not self._host(registry).probed:
                 # The first answer tells whether the registry wants tokens, and where from;
                 # then one token request covers every repository, the first one included.
@@ -199,8 +196,12 @@ class RegistryClient:
                     results[first] = found
                     host_refs = host_refs[1:]
             await self._prefetch(registry, [ref.repository for ref in host_refs])
-            rest += host_refs
-        await asyncio.gather(*(one(ref) for ref in rest))
+            await asyncio.gather(*(one(ref) for ref in host_refs))
+
+        by_host: dict[str, list[ImageRef]] = {}
+        for ref in wanted:
+            by_host.setdefault(ref.registry, []).append(ref)
+        await asyncio.gather(*(on_host(registry, refs) for registry, refs in by_host.items()))
         return {ref: results[ref] for ref in wanted}
 
     async def _probe(self, ref: ImageRef) -> str | None:

@@ -336,6 +336,34 @@ async def test_an_open_registry_needs_no_token(clock: FakeClock) -> None:
         assert c.counters.token == 0
 
 
+async def test_a_slow_registry_holds_up_no_other(registry: FakeRegistry, clock: FakeClock) -> None:
+    """Each registry is asked on its own: while one has not answered its first request,
+    another's runtimes are probed, tokened and looked up."""
+    released = asyncio.Event()
+    slow = parse("slow.example/org/c:latest")
+
+    async def two_hosts(request: httpx.Request) -> httpx.Response:
+        if request.url.host == slow.registry:
+            await released.wait()
+            return httpx.Response(200, headers={"Docker-Content-Digest": digest_of("c")})
+        return registry(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(two_hosts)) as http:
+        lookup = asyncio.ensure_future(client(http, clock).digests([slow, ref("a"), ref("b")]))
+        async with asyncio.timeout(5):
+            while len(registry.log) < 4:
+                await asyncio.sleep(0)
+        assert registry.log == ["HEAD org/a", "GET /token org/a org/b", "HEAD org/a", "HEAD org/b"]
+        assert not lookup.done()
+        released.set()
+        found = await lookup
+    assert found == {
+        slow: digest_of("c"),
+        ref("a"): digest_of("org/a"),
+        ref("b"): digest_of("org/b"),
+    }
+
+
 async def test_429_with_retry_after_pauses_then_retries(
     primed: RegistryClient, registry: FakeRegistry, clock: FakeClock
 ) -> None:
