@@ -45,6 +45,16 @@ def deliver(
     return app.post("/webhooks/github", content=body, headers=headers).status_code
 
 
+def settled_samples(app: AppClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The metrics page's samples once the refreshes the deliveries started are done; the
+    app is closed."""
+    runner: Any = app.app
+    app.run(runner.state.coordinator.idle())
+    found = samples(app.get("/metrics").text)
+    app.close()
+    return found
+
+
 def test_deliveries_refreshes_and_trigger_to_running_are_counted() -> None:
     """A signed package delivery, a forged one, a ping and a made-up event: each counted
     under its event and outcome; the refresh it caused, its containers and its latency too."""
@@ -116,10 +126,7 @@ def test_an_accepted_delivery_is_counted_as_accepted_whatever_its_guid_says() ->
     delivery whose X-GitHub-Delivery reads `ignored` is still an accepted one."""
     app = client()
     assert deliver(app, package_body(), "package", delivery="ignored") == 202
-    runner: Any = app.app
-    app.run(runner.state.coordinator.idle())
-    found = samples(app.get("/metrics").text)
-    app.close()
+    found = settled_samples(app)
     delivered = "receiver_webhook_deliveries_total"
     assert found[(delivered, (("event", "package"), ("outcome", "accepted")))] == 1
     assert (delivered, (("event", "package"), ("outcome", "ignored"))) not in found
@@ -131,10 +138,7 @@ def test_a_delivery_is_counted_under_the_event_it_was_handled_as() -> None:
     app = client()
     assert deliver(app, package_body(), "package\t ") == 202
     assert deliver(app, package_body(), " package", secret="forged") == 401
-    runner: Any = app.app
-    app.run(runner.state.coordinator.idle())
-    found = samples(app.get("/metrics").text)
-    app.close()
+    found = settled_samples(app)
     delivered = "receiver_webhook_deliveries_total"
     assert found[(delivered, (("event", "package"), ("outcome", "accepted")))] == 1
     assert found[(delivered, (("event", "package"), ("outcome", "unauthorized")))] == 1
