@@ -39,6 +39,7 @@ class _Family:
     """One metric family: a name, its help, its label names and a value per label set."""
 
     kind = ""
+    suffix = ""  # of the samples' name (and the family's, as Prometheus's own are named)
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
         self.name = name
@@ -58,32 +59,29 @@ class _Family:
             return ""
         return "{" + ",".join(f'{key}="{_escape_label(value)}"' for key, value in pairs) + "}"
 
-    def header(self, name: str = "") -> Iterator[str]:
-        yield f"# HELP {name or self.name} {_escape_help(self.help)}"
-        yield f"# TYPE {name or self.name} {self.kind}"
+    def header(self) -> Iterator[str]:
+        name = self.name + self.suffix
+        yield f"# HELP {name} {_escape_help(self.help)}"
+        yield f"# TYPE {name} {self.kind}"
 
     def lines(self) -> Iterator[str]:
         """The family in the text format."""
         yield from self.header()
+        name = self.name + self.suffix
         for values, value in sorted(self._values.copy().items()):
-            yield f"{self.name}{self._selector(values)} {_number(value)}"
+            yield f"{name}{self._selector(values)} {_number(value)}"
 
 
 class Counter(_Family):
     """A count that only goes up; exposed as `<name>_total`."""
 
     kind = "counter"
+    suffix = "_total"
 
     def inc(self, *labels: str, by: float = 1.0) -> None:
         """Add `by` to the count of this label set."""
         self._check(labels)
         self._values[labels] = self._values.get(labels, 0.0) + by
-
-    def lines(self) -> Iterator[str]:
-        name = f"{self.name}_total"  # the family is named as its samples, as Prometheus's do
-        yield from self.header(name)
-        for values, value in sorted(self._values.copy().items()):
-            yield f"{name}{self._selector(values)} {_number(value)}"
 
 
 class Gauge(_Family):
