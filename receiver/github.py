@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import parse_qs
 
 import msgspec
@@ -30,10 +30,8 @@ _TEMPLATE_MARKER = "workspace-template-"
 _ECHO_LIMIT = 100
 # GitHub sends a single field; the cap keeps parse_qs from building a huge dict for junk.
 _MAX_FORM_FIELDS = 20
-# Stand-ins for objects a payload lacks (or holds as another type): every field absent.
-_NO_VERSION = payloads.PackageVersion()
-_NO_TAG = payloads.Tag()
-_NO_CLIENT_PAYLOAD = payloads.ClientPayload()
+
+_Object = TypeVar("_Object", bound=msgspec.Struct)
 
 
 class WebhookError(ReceiverError):
@@ -232,7 +230,7 @@ def _package(
     package = payload.package if event == "package" else payload.registry_package
     if not isinstance(package, payloads.Package) or not _is_container(package):
         return _ignored("not a container package")
-    owner = _text(package.owner.login) if isinstance(package.owner, payloads.Owner) else ""
+    owner = _text(_read(package.owner, payloads.Owner).login)
     name = _text(package.name)
     if not owner or not name:
         return _ignored("package has no owner or name")
@@ -242,13 +240,9 @@ def _package(
     runtimes = [runtime for runtime, ref in images.items() if ref.repository == repository]
     if not runtimes:
         return _ignored(f"package {_echo(repository)} is not watched")
-    version = package.package_version
-    if not isinstance(version, payloads.PackageVersion):
-        version = _NO_VERSION
-    metadata = version.container_metadata
-    tag_info = metadata.tag if isinstance(metadata, payloads.ContainerMetadata) else None
-    if not isinstance(tag_info, payloads.Tag):
-        tag_info = _NO_TAG
+    version = _read(package.package_version, payloads.PackageVersion)
+    metadata = _read(version.container_metadata, payloads.ContainerMetadata)
+    tag_info = _read(metadata.tag, payloads.Tag)
     tag = _text(tag_info.name)
     if not tag:
         # A multi-arch push sends one delivery per platform manifest, untagged; only
@@ -284,8 +278,7 @@ def _is_container(package: payloads.Package) -> bool:
         return False
     # octokit's examples mix package_type and ecosystem (an npm package with ecosystem
     # "docker"); the registry holding the package settles it when it is named.
-    registry = package.registry
-    named = _text(registry.type).lower() if isinstance(registry, payloads.Registry) else ""
+    named = _text(_read(package.registry, payloads.Registry).type).lower()
     return not named or named in _CONTAINER_KINDS
 
 
@@ -298,9 +291,7 @@ def _dispatch(
     action = payload.action
     if not isinstance(action, str) or action not in dispatch_types:
         return _ignored(f"dispatch type {_echo(action)} not accepted")
-    client = payload.client_payload
-    if not isinstance(client, payloads.ClientPayload):
-        client = _NO_CLIENT_PAYLOAD
+    client = _read(payload.client_payload, payloads.ClientPayload)
     digest = client.digest
     # A digest the sender got wrong is refused rather than ignored: silently resolving
     # the tag instead would hide the sender's mistake.
@@ -321,9 +312,15 @@ def _dispatch_names(client: payloads.ClientPayload, repository: object) -> list[
         return [client.runtime]
     if isinstance(client.runtimes, list):
         return [name for name in client.runtimes if isinstance(name, str)]
-    repo = _text(repository.name) if isinstance(repository, payloads.Repository) else ""
+    repo = _text(_read(repository, payloads.Repository).name)
     _, marker, runtime_name = repo.rpartition(_TEMPLATE_MARKER)
     return [runtime_name] if marker and runtime_name else []
+
+
+def _read(value: object, kind: type[_Object]) -> _Object:
+    """`value` when it is a `kind` object, else one with every field absent (the payload
+    lacks it, or holds another JSON type there)."""
+    return value if isinstance(value, kind) else kind()
 
 
 def _text(value: object) -> str:
